@@ -1,0 +1,5 @@
+import sys
+
+from diffir_export.cli import main
+
+sys.exit(main())

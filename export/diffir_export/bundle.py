@@ -1,0 +1,50 @@
+"""bundle.yaml: what the runtime needs to run a model folder (its format is mirrored by the Rust `bundle`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from diffir_export.config import ModelConfig
+from diffir_export.schedule import schedule
+
+FORMAT_VERSION = 1
+
+# Graph contract shared with the runtime: file names and input/output names.
+GRAPHS = {
+    "cpen": {"file": "cpen.onnx", "inputs": ["image"], "outputs": ["condition"]},
+    "denoiser": {"file": "denoiser.onnx", "inputs": ["x", "t", "condition"], "outputs": ["x0"]},
+    "backbone": {"file": "backbone.onnx", "inputs": ["image", "ipr"], "outputs": ["output"]},
+}
+
+
+def bundle_dict(cfg: ModelConfig, provenance: dict) -> dict:
+    sched = schedule(cfg.timesteps, cfg.linear_start, cfg.linear_end)
+    return {
+        "format": FORMAT_VERSION,
+        "name": cfg.name or f"{cfg.family}_x{cfg.scale}",
+        "task": cfg.family,
+        "scale": cfg.scale,
+        "input_channels": cfg.input_channels,
+        "ipr_dim": cfg.ipr_dim,
+        "size_multiple": cfg.size_multiple,
+        "padding": cfg.padding,
+        "cpen_halo": cfg.cpen_halo,
+        "schedule": {
+            "kind": "sqrt_linspace_squared",
+            "timesteps": cfg.timesteps,
+            "linear_start": cfg.linear_start,
+            "linear_end": cfg.linear_end,
+            "coef1": [float(v) for v in sched["posterior_mean_coef1"]],
+            "coef2": [float(v) for v in sched["posterior_mean_coef2"]],
+        },
+        "graphs": {name: dict(spec) for name, spec in GRAPHS.items()},
+        "model": cfg.to_dict(),
+        "provenance": provenance,
+    }
+
+
+def write_bundle_yaml(path: Path, cfg: ModelConfig, provenance: dict) -> None:
+    text = yaml.safe_dump(bundle_dict(cfg, provenance), sort_keys=False, default_flow_style=None, width=120)
+    Path(path).write_text("# DiffIR model bundle, written by diffir_export\n" + text)
