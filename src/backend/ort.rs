@@ -1,0 +1,255 @@
+//! onnxruntime backend through `ort`, with the shared library loaded at run time (never linked), so the
+//! binary runs everywhere and uses onnxruntime where it is installed.
+//!
+//! The library is looked for, in order: `ORT_DYLIB_PATH` (only there, when set); next to the executable;
+//! the install folder of `scripts/install-onnxruntime.sh` (`$DIFFIR_ORT_DIR`, default
+//! `~/.local/share/diffir/onnxruntime`); the system's library path.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::ep::{ExecutionProvider, TensorRT, CUDA};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+
+use super::{check_len, Engine, EngineOptions, Input, Tensor};
+use crate::bundle::{Bundle, GraphKind};
+use crate::error::{Error, Result};
+
+/// onnxruntime version the runtime is built and tested against.
+pub const ORT_VERSION: &str = "1.31.1";
+const LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// How to install the library, appended to every "not found" message.
+pub const INSTALL_HINT: &str = "install it with scripts/install-onnxruntime.sh (onnxruntime 1.31.1 from PyPI) \
+or set ORT_DYLIB_PATH to libonnxruntime.so";
+
+/// onnxruntime execution providers, in `auto`'s order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub const PREFERENCE: [Provider; 3] = [Provider::TensorRt, Provider::Cuda, Provider::Cpu];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::TensorRt => "TensorRT",
+            Provider::Cuda => "CUDA",
+            Provider::Cpu => "CPU",
+        }
+    }
+}
+
+/// Where the runtime looks for the onnxruntime library, in order.
+pub fn library_candidates() -> Vec<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(p)];
+    }
+    let mut out = vec![];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+    {
+        out.push(dir.join(LIB_NAME));
+        out.push(dir.join("lib").join(LIB_NAME));
+    }
+    out.push(install_dir().join(LIB_NAME));
+    out.push(PathBuf::from(LIB_NAME));
+    out.push(PathBuf::from("libonnxruntime.so"));
+    out
+}
+
+/// The folder scripts/install-onnxruntime.sh installs into.
+pub fn install_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DIFFIR_ORT_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/diffir/onnxruntime")
+}
+
+struct Runtime {
+    env: Environment,
+    path: PathBuf,
+}
+
+static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+
+/// Load the library once per process; later calls return the same outcome.
+fn runtime() -> Result<&'static Runtime> {
+    let r = RUNTIME.get_or_init(|| {
+        let mut tried = vec![];
+        for path in library_candidates() {
+            let is_bare_name = path.components().count() == 1;
+            if !is_bare_name && !path.exists() {
+                tried.push(format!("{} (absent)", path.display()));
+                continue;
+            }
+            match ort::init_from(&path) {
+                Ok(builder) => {
+                    return builder
+                        .with_name("diffir")
+                        .build()
+                        .map(|env| Runtime {
+                            env,
+                            path: path.clone(),
+                        })
+                        .map_err(|e| format!("{}: cannot create the environment: {e}", path.display()));
+                }
+                Err(e) => tried.push(format!("{} ({e})", path.display())),
+            }
+        }
+        Err(format!(
+            "onnxruntime library not found or unusable; tried {}. {INSTALL_HINT}",
+            tried.join(", ")
+        ))
+    });
+    r.as_ref().map_err(|e| Error::Backend(e.clone()))
+}
+
+/// Why a provider cannot be used with this library, if it is not compiled in.
+fn provider_unavailable(p: Provider) -> Option<String> {
+    let available = match p {
+        Provider::Cpu => return None,
+        Provider::Cuda => CUDA::is_available(),
+        Provider::TensorRt => TensorRT::is_available(),
+    };
+    match available {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "{}: not in this onnxruntime build (install onnxruntime-gpu {ORT_VERSION} and the CUDA libraries)",
+            p.name()
+        )),
+        Err(e) => Some(format!("{}: {e}", p.name())),
+    }
+}
+
+pub struct OrtEngine {
+    sessions: [Mutex<Session>; 3],
+    provider: Provider,
+    library: PathBuf,
+    threads: usize,
+}
+
+impl OrtEngine {
+    /// Start sessions on the first provider in `providers` that works; returns the engine and a note for
+    /// each provider that was skipped.
+    pub fn new(bundle: &Bundle, opts: &EngineOptions, providers: &[Provider]) -> Result<(Self, Vec<String>)> {
+        let rt = runtime()?;
+        let mut notes = vec![];
+        for &p in providers {
+            if let Some(why) = provider_unavailable(p) {
+                notes.push(why);
+                continue;
+            }
+            match Self::sessions(rt, bundle, opts, p) {
+                Ok(sessions) => {
+                    let engine = OrtEngine {
+                        sessions,
+                        provider: p,
+                        library: rt.path.clone(),
+                        threads: opts.threads,
+                    };
+                    return Ok((engine, notes));
+                }
+                Err(e) => notes.push(format!("{}: {e}", p.name())),
+            }
+        }
+        Err(Error::Backend(format!(
+            "onnxruntime could not start: {}",
+            notes.join("; ")
+        )))
+    }
+
+    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<[Mutex<Session>; 3]> {
+        let make = |kind: GraphKind| -> Result<Mutex<Session>> {
+            let g = bundle.graph(kind);
+            let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
+            let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
+            b = b
+                .with_optimization_level(GraphOptimizationLevel::All)
+                .map_err(|e| err(e.to_string()))?;
+            b = b
+                .with_log_level(ort::logging::LogLevel::Error)
+                .map_err(|e| err(e.to_string()))?;
+            b = b.with_inter_threads(1).map_err(|e| err(e.to_string()))?;
+            if opts.threads > 0 {
+                b = b.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
+            }
+            let ep = match p {
+                Provider::Cpu => None,
+                Provider::Cuda => Some(CUDA::default().with_device_id(opts.device).build().error_on_failure()),
+                Provider::TensorRt => Some(
+                    TensorRT::default()
+                        .with_device_id(opts.device)
+                        .build()
+                        .error_on_failure(),
+                ),
+            };
+            if let Some(ep) = ep {
+                b = b.with_execution_providers([ep]).map_err(|e| err(e.to_string()))?;
+            }
+            let s = b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))?;
+            Ok(Mutex::new(s))
+        };
+        Ok([
+            make(GraphKind::Cpen)?,
+            make(GraphKind::Denoiser)?,
+            make(GraphKind::Backbone)?,
+        ])
+    }
+}
+
+impl Engine for OrtEngine {
+    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        let err = |e: ort::Error| Error::graph(graph.name(), format!("onnxruntime: {e}"));
+        let names = graph.contract().0;
+        let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
+        for (name, input) in names.iter().zip(inputs) {
+            let v = match *input {
+                Input::F32(shape, data) => {
+                    check_len(graph, shape, data.len())?;
+                    OrtTensor::from_array((shape.to_vec(), data.to_vec()))
+                        .map_err(err)?
+                        .into_dyn()
+                }
+                Input::I64(shape, data) => {
+                    check_len(graph, shape, data.len())?;
+                    OrtTensor::from_array((shape.to_vec(), data.to_vec()))
+                        .map_err(err)?
+                        .into_dyn()
+                }
+            };
+            values.push((name, v));
+        }
+        let mut session = self.sessions[graph as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session.run(values).map_err(err)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        Ok(Tensor {
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            data: data.to_vec(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let threads = if self.threads > 0 {
+            format!(", {} threads", self.threads)
+        } else {
+            String::new()
+        };
+        format!(
+            "onnxruntime {} ({}{threads}) from {}",
+            ORT_VERSION,
+            self.provider.name(),
+            self.library.display()
+        )
+    }
+}

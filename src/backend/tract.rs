@@ -1,0 +1,116 @@
+//! tract backend: pure Rust, always available. Each graph is optimised for concrete input shapes (tract is
+//! several times slower on symbolic shapes) and the optimised plans are cached per shape.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use super::{check_len, shape_str, Engine, EngineOptions, Input, Tensor};
+use crate::bundle::{Bundle, GraphKind};
+use crate::error::{Error, Result};
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct TractEngine {
+    /// Parsed (not yet typed) graphs, one per kind, cloned for each new input shape.
+    models: [InferenceModel; 3],
+    plans: Mutex<HashMap<(GraphKind, Vec<Vec<usize>>), Plan>>,
+}
+
+impl TractEngine {
+    pub fn new(bundle: &Bundle, _opts: &EngineOptions) -> Result<Self> {
+        let parse = |kind: GraphKind| -> Result<InferenceModel> {
+            let g = bundle.graph(kind);
+            tract_onnx::onnx().model_for_read(&mut &g.bytes[..]).map_err(|e| {
+                Error::graph(
+                    kind.name(),
+                    format!("{}: tract cannot load it: {e}", g.origin.display()),
+                )
+            })
+        };
+        Ok(TractEngine {
+            models: [
+                parse(GraphKind::Cpen)?,
+                parse(GraphKind::Denoiser)?,
+                parse(GraphKind::Backbone)?,
+            ],
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn plan(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Plan> {
+        let shapes: Vec<Vec<usize>> = inputs
+            .iter()
+            .map(|i| match i {
+                Input::F32(s, _) | Input::I64(s, _) => s.to_vec(),
+            })
+            .collect();
+        let key = (graph, shapes);
+        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let mut model = self.models[graph as usize].clone();
+        for (i, input) in inputs.iter().enumerate() {
+            let fact = match input {
+                Input::F32(s, _) => f32::fact(s.to_vec()),
+                Input::I64(s, _) => i64::fact(s.to_vec()),
+            };
+            model
+                .set_input_fact(i, fact.into())
+                .map_err(|e| Error::graph(graph.name(), e))?;
+        }
+        let shapes = key.1.iter().map(|s| shape_str(s)).collect::<Vec<_>>().join(", ");
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| Error::graph(graph.name(), format!("cannot plan for inputs {shapes}: {e:#}")))?;
+        self.plans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, plan.clone());
+        Ok(plan)
+    }
+}
+
+impl Engine for TractEngine {
+    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        let plan = self.plan(graph, inputs)?;
+        let mut values: TVec<TValue> = tvec![];
+        for input in inputs {
+            let t = match *input {
+                Input::F32(shape, data) => {
+                    check_len(graph, shape, data.len())?;
+                    tract_ndarray::ArrayD::from_shape_vec(shape, data.to_vec())
+                        .map_err(|e| Error::graph(graph.name(), e))?
+                        .into_tensor()
+                }
+                Input::I64(shape, data) => {
+                    check_len(graph, shape, data.len())?;
+                    tract_ndarray::ArrayD::from_shape_vec(shape, data.to_vec())
+                        .map_err(|e| Error::graph(graph.name(), e))?
+                        .into_tensor()
+                }
+            };
+            values.push(t.into_tvalue());
+        }
+        let outputs = plan
+            .run(values)
+            .map_err(|e| Error::graph(graph.name(), format!("{e:#}")))?;
+        let out = outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::graph(graph.name(), "produced no output"))?;
+        let view = out
+            .to_plain_array_view::<f32>()
+            .map_err(|e| Error::graph(graph.name(), e))?;
+        Ok(Tensor {
+            shape: view.shape().to_vec(),
+            data: view.iter().copied().collect(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "tract (CPU)".into()
+    }
+}

@@ -1,0 +1,582 @@
+//! A model bundle: bundle.yaml plus three ONNX graphs, parsed into typed structs and validated once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::schedule::Schedule;
+
+/// Bundle format this runtime reads.
+pub const FORMAT: u32 = 1;
+/// Largest |difference| allowed between the bundle's schedule numbers and the runtime's.
+pub const SCHEDULE_TOLERANCE: f64 = 1e-6;
+
+/// What the model restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Super-resolution (x4, x2, or x1 real-world restoration).
+    Sr,
+    /// Motion deblurring.
+    Deblur,
+    /// Inpainting: a mask marks the holes.
+    Inpaint,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Sr => "sr",
+            Task::Deblur => "deblur",
+            Task::Inpaint => "inpaint",
+        }
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the image is padded on the bottom and right to the size multiple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// PyTorch/NumPy 'reflect': the edge pixel is not repeated (SR, deblur).
+    Reflect,
+    /// NumPy 'symmetric': the edge pixel is repeated (inpainting).
+    Symmetric,
+}
+
+/// The three graphs of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GraphKind {
+    Cpen,
+    Denoiser,
+    Backbone,
+}
+
+impl GraphKind {
+    pub const ALL: [GraphKind; 3] = [GraphKind::Cpen, GraphKind::Denoiser, GraphKind::Backbone];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphKind::Cpen => "cpen",
+            GraphKind::Denoiser => "denoiser",
+            GraphKind::Backbone => "backbone",
+        }
+    }
+
+    /// The graph contract: input and output names the runtime feeds and reads.
+    pub fn contract(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            GraphKind::Cpen => (&["image"], &["condition"]),
+            GraphKind::Denoiser => (&["x", "t", "condition"], &["x0"]),
+            GraphKind::Backbone => (&["image", "ipr"], &["output"]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub kind: String,
+    pub timesteps: usize,
+    pub linear_start: f64,
+    pub linear_end: f64,
+    pub coef1: Vec<f64>,
+    pub coef2: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSpec {
+    pub file: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphsSpec {
+    pub cpen: GraphSpec,
+    pub denoiser: GraphSpec,
+    pub backbone: GraphSpec,
+}
+
+impl GraphsSpec {
+    pub fn get(&self, kind: GraphKind) -> &GraphSpec {
+        match kind {
+            GraphKind::Cpen => &self.cpen,
+            GraphKind::Denoiser => &self.denoiser,
+            GraphKind::Backbone => &self.backbone,
+        }
+    }
+}
+
+/// The network's hyper-parameters, as the exporter detected them (informational, cross-checked).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub family: Task,
+    pub scale: u32,
+    pub dim: u32,
+    pub num_blocks: [u32; 4],
+    pub num_refinement_blocks: u32,
+    pub heads: [u32; 4],
+    pub ffn_expansion_factor: f64,
+    pub bias: bool,
+    pub layernorm_type: String,
+    pub n_encoder_res: u32,
+    pub n_denoise_res: u32,
+    pub ipr_dim: usize,
+    pub timesteps: usize,
+    pub linear_start: f64,
+    pub linear_end: f64,
+    pub name: String,
+}
+
+/// Where the weights came from and what exported them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub checkpoint: String,
+    pub checkpoint_sha256: String,
+    pub checkpoint_layout: String,
+    pub exporter: String,
+    pub torch: String,
+    pub opset: u32,
+}
+
+/// bundle.yaml, field for field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSpec {
+    pub format: u32,
+    pub name: String,
+    pub task: Task,
+    pub scale: u32,
+    pub input_channels: usize,
+    pub ipr_dim: usize,
+    pub size_multiple: usize,
+    pub padding: Padding,
+    pub cpen_halo: usize,
+    pub schedule: ScheduleSpec,
+    pub graphs: GraphsSpec,
+    pub model: ModelSpec,
+    pub provenance: Provenance,
+}
+
+/// One input or output of an ONNX graph as the file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoSignature {
+    pub name: String,
+    /// ONNX element type (1 = float32, 7 = int64).
+    pub elem_type: i32,
+    /// Static sizes where the graph fixes them, None for dynamic axes.
+    pub dims: Vec<Option<i64>>,
+}
+
+/// An ONNX graph held in memory with its declared signature.
+#[derive(Debug, Clone)]
+pub struct GraphData {
+    pub kind: GraphKind,
+    /// Where the bytes came from (a path, or the name of the built-in model's file).
+    pub origin: PathBuf,
+    pub bytes: Arc<[u8]>,
+    pub inputs: Vec<IoSignature>,
+    pub outputs: Vec<IoSignature>,
+}
+
+/// A loaded, validated bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The folder (or a descriptive name for the built-in model).
+    pub origin: PathBuf,
+    pub spec: BundleSpec,
+    pub schedule: Schedule,
+    graphs: [GraphData; 3],
+}
+
+const ONNX_FLOAT: i32 = 1;
+const ONNX_INT64: i32 = 7;
+
+impl Bundle {
+    /// Read `dir/bundle.yaml` and its graphs, and validate them against each other.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Bundle> {
+        let dir = dir.as_ref();
+        let yaml_path = dir.join("bundle.yaml");
+        if !dir.is_dir() {
+            return Err(Error::bundle(dir, "not a model bundle folder"));
+        }
+        let text = std::fs::read_to_string(&yaml_path).map_err(|e| Error::io(&yaml_path, e))?;
+        Self::from_parts(dir, &text, |file| {
+            let path = dir.join(file);
+            std::fs::read(&path)
+                .map(|b| (path.clone(), b))
+                .map_err(|e| Error::io(&path, e))
+        })
+    }
+
+    /// Build a bundle from its YAML text and a function that returns each graph file's bytes.
+    pub fn from_parts(
+        origin: impl Into<PathBuf>,
+        yaml: &str,
+        mut read: impl FnMut(&str) -> Result<(PathBuf, Vec<u8>)>,
+    ) -> Result<Bundle> {
+        let origin = origin.into();
+        let yaml_path = origin.join("bundle.yaml");
+        let spec: BundleSpec = serde_yaml::from_str(yaml).map_err(|e| Error::bundle(&yaml_path, e.to_string()))?;
+        let schedule = validate_spec(&spec).map_err(|msg| Error::bundle(&yaml_path, msg))?;
+        let mut load = |kind: GraphKind| -> Result<GraphData> {
+            let gs = spec.graphs.get(kind);
+            let (path, bytes) = read(&gs.file)?;
+            let (inputs, outputs) = onnx_signature(&bytes)
+                .map_err(|msg| Error::bundle(&path, format!("not a readable ONNX model: {msg}")))?;
+            let graph = GraphData {
+                kind,
+                origin: path,
+                bytes: bytes.into(),
+                inputs,
+                outputs,
+            };
+            check_graph(&spec, &graph).map_err(|msg| Error::bundle(&graph.origin, msg))?;
+            Ok(graph)
+        };
+        let graphs = [
+            load(GraphKind::Cpen)?,
+            load(GraphKind::Denoiser)?,
+            load(GraphKind::Backbone)?,
+        ];
+        Ok(Bundle {
+            origin,
+            spec,
+            schedule,
+            graphs,
+        })
+    }
+
+    pub fn graph(&self, kind: GraphKind) -> &GraphData {
+        &self.graphs[kind as usize]
+    }
+
+    pub fn task(&self) -> Task {
+        self.spec.task
+    }
+
+    pub fn scale(&self) -> usize {
+        self.spec.scale as usize
+    }
+
+    pub fn ipr_dim(&self) -> usize {
+        self.spec.ipr_dim
+    }
+
+    /// A multi-line human description (what `diffir info` prints).
+    pub fn describe(&self) -> String {
+        let s = &self.spec;
+        let m = &s.model;
+        let mut out = format!(
+            "name:           {}\norigin:         {}\ntask:           {}\nscale:          {}\n",
+            s.name,
+            self.origin.display(),
+            s.task,
+            s.scale
+        );
+        out += &format!(
+            "input:          {} channels, padded to a multiple of {} ({})\n",
+            s.input_channels,
+            s.size_multiple,
+            match s.padding {
+                Padding::Reflect => "reflect",
+                Padding::Symmetric => "symmetric",
+            }
+        );
+        out += &format!("prior (IPR):    {} values, CPEN halo {} px\n", s.ipr_dim, s.cpen_halo);
+        out += &format!(
+            "network:        dim {}, blocks {:?}, refinement {}, heads {:?}, ffn x{}, {} LayerNorm\n",
+            m.dim, m.num_blocks, m.num_refinement_blocks, m.heads, m.ffn_expansion_factor, m.layernorm_type
+        );
+        out += &format!(
+            "schedule:       {} steps, betas = linspace(sqrt({}), sqrt({}))^2\n",
+            s.schedule.timesteps, s.schedule.linear_start, s.schedule.linear_end
+        );
+        let fmt_coef = |v: &[f64]| v.iter().map(|c| format!("{c:.6}")).collect::<Vec<_>>().join(", ");
+        out += &format!("  coef1:        [{}]\n", fmt_coef(&self.schedule.coef1));
+        out += &format!("  coef2:        [{}]\n", fmt_coef(&self.schedule.coef2));
+        for g in &self.graphs {
+            let sig = |v: &[IoSignature]| {
+                v.iter()
+                    .map(|io| {
+                        let dims: Vec<String> = io
+                            .dims
+                            .iter()
+                            .map(|d| d.map_or("?".into(), |v| v.to_string()))
+                            .collect();
+                        format!("{}[{}]", io.name, dims.join("x"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out += &format!(
+                "graph {:9} {} ({:.1} MB): {} -> {}\n",
+                format!("{}:", g.kind.name()),
+                g.origin.file_name().map_or("".into(), |f| f.to_string_lossy()),
+                g.bytes.len() as f64 / 1e6,
+                sig(&g.inputs),
+                sig(&g.outputs)
+            );
+        }
+        let p = &s.provenance;
+        out += &format!(
+            "provenance:     {} ({}), sha256 {}\n                exported by {}, torch {}, opset {}\n",
+            p.checkpoint,
+            p.checkpoint_layout,
+            if p.checkpoint_sha256.is_empty() {
+                "-"
+            } else {
+                &p.checkpoint_sha256
+            },
+            p.exporter,
+            p.torch,
+            p.opset
+        );
+        out
+    }
+}
+
+/// Check the YAML against itself and the runtime's schedule; returns the runtime's schedule.
+fn validate_spec(s: &BundleSpec) -> std::result::Result<Schedule, String> {
+    if s.format != FORMAT {
+        return Err(format!(
+            "format {} is not supported (this runtime reads format {FORMAT})",
+            s.format
+        ));
+    }
+    let m = &s.model;
+    let expect = |field: &str, ok: bool, detail: String| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("field '{field}': {detail}"))
+        }
+    };
+    expect(
+        "task",
+        s.task == m.family,
+        format!("{} but model.family is {}", s.task, m.family),
+    )?;
+    let scale_ok = match s.task {
+        Task::Sr => matches!(s.scale, 1 | 2 | 4),
+        _ => s.scale == 1,
+    };
+    expect(
+        "scale",
+        scale_ok && s.scale == m.scale,
+        format!("{} is not valid for {} (model.scale {})", s.scale, s.task, m.scale),
+    )?;
+    let channels = if s.task == Task::Inpaint { 4 } else { 3 };
+    expect(
+        "input_channels",
+        s.input_channels == channels,
+        format!("{} but a {} model takes {channels}", s.input_channels, s.task),
+    )?;
+    expect(
+        "ipr_dim",
+        s.ipr_dim > 0 && s.ipr_dim == m.ipr_dim,
+        format!("{} but model.ipr_dim is {}", s.ipr_dim, m.ipr_dim),
+    )?;
+    let g_unshuffle = match (s.task, s.scale) {
+        (Task::Sr, 2) => 2,
+        (Task::Sr, 1) => 4,
+        _ => 1,
+    };
+    let multiple = if g_unshuffle == 1 { 8 } else { 8 * g_unshuffle };
+    expect(
+        "size_multiple",
+        s.size_multiple == multiple,
+        format!(
+            "{} but a {} x{} model needs {multiple}",
+            s.size_multiple, s.task, s.scale
+        ),
+    )?;
+    let padding = if s.task == Task::Inpaint {
+        Padding::Symmetric
+    } else {
+        Padding::Reflect
+    };
+    expect(
+        "padding",
+        s.padding == padding,
+        format!("{:?} but {} models use {:?}", s.padding, s.task, padding),
+    )?;
+    let sc = &s.schedule;
+    expect(
+        "schedule.kind",
+        sc.kind == "sqrt_linspace_squared",
+        format!("'{}' is unknown (expected sqrt_linspace_squared)", sc.kind),
+    )?;
+    expect(
+        "schedule.timesteps",
+        sc.timesteps >= 1 && sc.timesteps == m.timesteps,
+        format!("{} (model.timesteps {})", sc.timesteps, m.timesteps),
+    )?;
+    let endpoints_ok = |v: f64| v > 0.0 && v < 1.0;
+    expect(
+        "schedule.linear_start",
+        endpoints_ok(sc.linear_start) && endpoints_ok(sc.linear_end),
+        format!("endpoints {} and {} must lie in (0, 1)", sc.linear_start, sc.linear_end),
+    )?;
+    let schedule = Schedule::new(sc.timesteps, sc.linear_start, sc.linear_end);
+    match schedule.max_coef_diff(&sc.coef1, &sc.coef2) {
+        None => {
+            return Err(format!(
+                "field 'schedule.coef1/coef2': {} and {} values for {} steps",
+                sc.coef1.len(),
+                sc.coef2.len(),
+                sc.timesteps
+            ))
+        }
+        Some(d) if d.is_nan() || d > SCHEDULE_TOLERANCE => {
+            return Err(format!(
+                "field 'schedule.coef1/coef2': differ from the schedule computed for T={}, start={}, end={} by {d:.3e}",
+                sc.timesteps, sc.linear_start, sc.linear_end
+            ))
+        }
+        Some(_) => {}
+    }
+    for kind in GraphKind::ALL {
+        let g = s.graphs.get(kind);
+        let (inputs, outputs) = kind.contract();
+        expect(
+            &format!("graphs.{}", kind.name()),
+            g.inputs == inputs && g.outputs == outputs,
+            format!(
+                "declares inputs {:?} and outputs {:?}; the runtime needs {:?} -> {:?}",
+                g.inputs, g.outputs, inputs, outputs
+            ),
+        )?;
+        expect(
+            &format!("graphs.{}.file", kind.name()),
+            !g.file.is_empty() && !g.file.contains(['/', '\\']) && g.file != "..",
+            format!("'{}' must be a file name inside the bundle folder", g.file),
+        )?;
+    }
+    Ok(schedule)
+}
+
+/// Inputs and outputs an ONNX file declares (initializers excluded).
+fn onnx_signature(bytes: &[u8]) -> std::result::Result<(Vec<IoSignature>, Vec<IoSignature>), String> {
+    use tract_onnx::pb::{tensor_shape_proto::dimension, type_proto};
+    use tract_onnx::prelude::Framework;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(|e| e.to_string())?;
+    let graph = proto.graph.ok_or("the file has no graph")?;
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let sig = |v: &tract_onnx::pb::ValueInfoProto| {
+        let (elem_type, dims) = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => (
+                t.elem_type,
+                t.shape
+                    .as_ref()
+                    .map(|s| {
+                        s.dim
+                            .iter()
+                            .map(|d| match d.value {
+                                Some(dimension::Value::DimValue(v)) => Some(v),
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            _ => (0, vec![]),
+        };
+        IoSignature {
+            name: v.name.clone(),
+            elem_type,
+            dims,
+        }
+    };
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(sig)
+        .collect();
+    let outputs = graph.output.iter().map(sig).collect();
+    Ok((inputs, outputs))
+}
+
+/// The graph's declared inputs/outputs must be the ones bundle.yaml names, with the right types and the
+/// channel counts the bundle implies.
+fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), String> {
+    let declared = spec.graphs.get(g.kind);
+    let names = |v: &[IoSignature]| v.iter().map(|io| io.name.clone()).collect::<Vec<_>>();
+    if names(&g.inputs) != declared.inputs || names(&g.outputs) != declared.outputs {
+        return Err(format!(
+            "graph '{}' has inputs {:?} and outputs {:?}, but bundle.yaml declares {:?} -> {:?}",
+            g.kind.name(),
+            names(&g.inputs),
+            names(&g.outputs),
+            declared.inputs,
+            declared.outputs
+        ));
+    }
+    let d = spec.ipr_dim as i64;
+    let c = spec.input_channels as i64;
+    // (name, element type, rank, channel axis 1 size) for every input and output.
+    let want: &[(&str, i32, usize, i64)] = match g.kind {
+        GraphKind::Cpen => &[("image", ONNX_FLOAT, 4, c), ("condition", ONNX_FLOAT, 2, d)],
+        GraphKind::Denoiser => &[
+            ("x", ONNX_FLOAT, 2, d),
+            ("t", ONNX_INT64, 1, -1),
+            ("condition", ONNX_FLOAT, 2, d),
+            ("x0", ONNX_FLOAT, 2, d),
+        ],
+        GraphKind::Backbone => &[
+            ("image", ONNX_FLOAT, 4, c),
+            ("ipr", ONNX_FLOAT, 2, d),
+            ("output", ONNX_FLOAT, 4, 3),
+        ],
+    };
+    for io in g.inputs.iter().chain(&g.outputs) {
+        let Some(&(_, ty, rank, ch)) = want.iter().find(|w| w.0 == io.name) else {
+            continue;
+        };
+        if io.elem_type != ty {
+            return Err(format!(
+                "graph '{}' {} has element type {} (expected {})",
+                g.kind.name(),
+                io.name,
+                io.elem_type,
+                if ty == ONNX_FLOAT { "float32" } else { "int64" }
+            ));
+        }
+        if !io.dims.is_empty() && io.dims.len() != rank {
+            return Err(format!(
+                "graph '{}' {} has rank {} (expected {rank})",
+                g.kind.name(),
+                io.name,
+                io.dims.len()
+            ));
+        }
+        if ch >= 0 {
+            if let Some(Some(actual)) = io.dims.get(1) {
+                if *actual != ch {
+                    return Err(format!(
+                        "graph '{}' {} has {actual} channels but bundle.yaml implies {ch}",
+                        g.kind.name(),
+                        io.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

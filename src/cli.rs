@@ -1,0 +1,275 @@
+//! Command line: clap parsing → validated options → library calls → exit code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{BackendKind, EngineOptions};
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::image_io;
+use crate::pipeline::Pipeline;
+use crate::sampler;
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_SOME_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diffir",
+    version,
+    about = "Restore images with DiffIR models (super-resolution, deblurring, inpainting)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Restore images (files or folders) with a model bundle.
+    Restore(RestoreArgs),
+    /// Describe a model bundle.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Input files or folders (folders are searched recursively for images).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output file (one input file) or folder (several inputs or a folder; created, relative paths kept).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Model bundle folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// auto: onnxruntime when its library is found, else tract.
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
+    pub backend: String,
+    /// Threads per graph run (0 = the backend's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// GPU index for the CUDA and TensorRT backends.
+    #[arg(long, default_value_t = 0)]
+    pub device: i32,
+    /// Seed of the initial prior noise (1 × ipr_dim standard normals). Every input uses the same draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Initial prior noise as a float32 .npy of shape 1 × ipr_dim (overrides --seed).
+    #[arg(long, value_name = "FILE.npy")]
+    pub init_noise: Option<PathBuf>,
+    /// Inpainting mask (white = hole); same size as the input.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Model bundle folder.
+    #[arg(long)]
+    pub model: PathBuf,
+}
+
+/// One input and where its result goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub input: PathBuf,
+    pub output: PathBuf,
+}
+
+/// Expand inputs (folders recursively, image files only, sorted) and map each to its output path.
+pub fn plan_jobs(inputs: &[PathBuf], output: &Path) -> Result<Vec<Job>> {
+    let single_file = inputs.len() == 1 && inputs[0].is_file();
+    if single_file {
+        let out = if output.is_dir() {
+            output.join(output_name(&inputs[0], None))
+        } else {
+            output.to_path_buf()
+        };
+        return Ok(vec![Job {
+            input: inputs[0].clone(),
+            output: out,
+        }]);
+    }
+    if output.is_file() {
+        return Err(Error::input(
+            output,
+            "several inputs need an output folder, and this is a file",
+        ));
+    }
+    let mut jobs = vec![];
+    for input in inputs {
+        if input.is_dir() {
+            let mut files = vec![];
+            collect(input, &mut files).map_err(|e| Error::io(input, e))?;
+            files.sort();
+            for f in files {
+                let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
+                let out = output
+                    .join(rel.parent().unwrap_or(Path::new("")))
+                    .join(output_name(&f, None));
+                jobs.push(Job { input: f, output: out });
+            }
+        } else {
+            jobs.push(Job {
+                input: input.clone(),
+                output: output.join(output_name(input, None)),
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+fn output_name(input: &Path, ext: Option<&str>) -> PathBuf {
+    let mut name = PathBuf::from(input.file_name().unwrap_or_default());
+    if let Some(ext) = ext {
+        name.set_extension(ext);
+    }
+    name
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if image_io::is_supported_input(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `diffir info`.
+pub fn info(args: &InfoArgs) -> Result<String> {
+    Ok(Bundle::load(&args.model)?.describe())
+}
+
+/// Outcome of a batch: how many inputs failed.
+pub struct BatchReport {
+    pub done: usize,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// `diffir restore`: model errors stop everything (Err); per-input errors are collected and the batch goes on.
+pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
+    let kind: BackendKind = args.backend.parse().map_err(Error::Backend)?;
+    let bundle = Bundle::load(&args.model)?;
+    let noise = match &args.init_noise {
+        Some(p) => image_io::read_noise(p, bundle.ipr_dim())?,
+        None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
+    };
+    let mask = args.mask.as_deref().map(image_io::read_mask).transpose()?;
+    let task = bundle.task();
+    if mask.is_some() != (task == crate::bundle::Task::Inpaint) {
+        return Err(Error::Shape(if mask.is_some() {
+            format!("--mask was given but this {task} model takes none")
+        } else {
+            "this is an inpainting model: give a --mask".into()
+        }));
+    }
+    let jobs = plan_jobs(&args.inputs, &args.output)?;
+    if jobs.is_empty() {
+        return Err(Error::input(&args.inputs[0], "no image files found"));
+    }
+    let opts = EngineOptions {
+        threads: args.threads,
+        device: args.device,
+    };
+    let pipeline = Pipeline::new(bundle, kind, &opts)?;
+    eprintln!("{}", pipeline.backend_line());
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(jobs.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut report = BatchReport {
+        done: 0,
+        failed: vec![],
+    };
+    for job in &jobs {
+        if let Some(b) = &bar {
+            b.set_message(job.input.display().to_string());
+        }
+        let result = (|| -> Result<()> {
+            if !args.overwrite && job.output.exists() {
+                return Err(Error::Exists {
+                    path: job.output.clone(),
+                });
+            }
+            image_io::OutputFormat::from_path(&job.output)?;
+            let image = image_io::read_image(&job.input)?;
+            let restored = pipeline.restore(&image, mask.as_ref(), &noise)?;
+            image_io::write_image(&job.output, &restored.image, pipeline.quantize(), args.overwrite)
+        })();
+        match result {
+            Ok(()) => report.done += 1,
+            Err(e) if e.is_model_error() => return Err(e),
+            Err(e) => {
+                let msg = e.to_string();
+                let line = format!("error: {}: {msg}", job.input.display());
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => eprintln!("{line}"),
+                }
+                report.failed.push((job.input.clone(), msg));
+            }
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(report)
+}
+
+/// Parse arguments, run, and return the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Info(args) => match info(&args) {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+        Command::Restore(args) => match restore(&args) {
+            Ok(report) => {
+                if report.failed.is_empty() {
+                    EXIT_OK
+                } else {
+                    eprintln!("{} done, {} failed", report.done, report.failed.len());
+                    EXIT_SOME_FAILED
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+    }
+}

@@ -1,0 +1,71 @@
+//! One error type for the library; every message names the file, graph, field or shape at fault.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading a model or restoring an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// bundle.yaml is malformed or contradicts itself or its graphs.
+    #[error("{path}: {msg}")]
+    Bundle { path: PathBuf, msg: String },
+    /// An ONNX graph could not be loaded or run.
+    #[error("graph '{graph}': {msg}")]
+    Graph { graph: String, msg: String },
+    /// The requested backend cannot start (library missing, provider unavailable...).
+    #[error("{0}")]
+    Backend(String),
+    /// An input image, mask or noise file is unusable.
+    #[error("{path}: {msg}")]
+    Input { path: PathBuf, msg: String },
+    /// A tensor or image has a shape the model cannot take.
+    #[error("{0}")]
+    Shape(String),
+    /// The output exists and --overwrite was not given.
+    #[error("{path}: already exists (use --overwrite to replace it)")]
+    Exists { path: PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn bundle(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Bundle {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn graph(graph: impl Into<String>, msg: impl std::fmt::Display) -> Self {
+        Error::Graph {
+            graph: graph.into(),
+            msg: msg.to_string(),
+        }
+    }
+
+    pub(crate) fn input(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Input {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Errors about the model or the backend (exit code 2) rather than about one input (exit code 1).
+    pub fn is_model_error(&self) -> bool {
+        matches!(self, Error::Bundle { .. } | Error::Graph { .. } | Error::Backend(_))
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
