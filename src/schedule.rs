@@ -100,7 +100,9 @@ mod tests {
         );
     }
 
+    /// The digits are the spec's printout of the float32 buffers.
     #[test]
+    #[allow(clippy::excessive_precision)]
     fn float32_coefficients_match_the_stored_buffers() {
         let s = Schedule::new(4, 0.1, 0.99);
         let c1: Vec<f32> = s.coef1.iter().map(|&v| v as f32).collect();

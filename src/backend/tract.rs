@@ -11,11 +11,13 @@ use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
+/// Optimised plans keyed by graph and concrete input shapes.
+type PlanCache = HashMap<(GraphKind, Vec<Vec<usize>>), Plan>;
 
 pub struct TractEngine {
     /// Parsed (not yet typed) graphs, one per kind, cloned for each new input shape.
     models: [InferenceModel; 3],
-    plans: Mutex<HashMap<(GraphKind, Vec<Vec<usize>>), Plan>>,
+    plans: Mutex<PlanCache>,
 }
 
 impl TractEngine {

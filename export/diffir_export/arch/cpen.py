@@ -30,10 +30,11 @@ class CPEN(nn.Module):
     `features` (everything before the pool) is purely convolutional; `head` (pool excluded) is the MLP.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, extra_channels: int = 0) -> None:
+        """`extra_channels`: stage 1's CPEN also sees the unshuffled ground truth (48 more channels)."""
         super().__init__()
         nf = cfg.n_feats
-        in_ch = cfg.input_channels * cfg.cpen_unshuffle * cfg.cpen_unshuffle
+        in_ch = cfg.input_channels * cfg.cpen_unshuffle * cfg.cpen_unshuffle + extra_channels
         self.unshuffle = cfg.cpen_unshuffle
         layers: list[nn.Module] = [nn.Conv2d(in_ch, nf, 3, padding=1), nn.LeakyReLU(SLOPE)]
         layers += [ResBlock(nf) for _ in range(cfg.n_encoder_res)]

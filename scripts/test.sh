@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what the tests need and run every test: Python (exporter) and Rust (runtime).
+#
+#   scripts/test.sh
+#
+# Installs the exporter with its test extras (torch, onnx, onnxruntime from PyPI), the onnxruntime
+# shared library for the runtime (scripts/install-onnxruntime.sh), then runs ruff, pytest, cargo fmt/clippy
+# checks and the Rust tests. Tests that need the official fixtures (../shared/fixtures/official) say
+# "skipped" where that folder is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+export PYTHON="$PY"
+
+echo "== installing the exporter and its test dependencies"
+"$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]"
+echo "== installing the onnxruntime library"
+scripts/install-onnxruntime.sh
+
+echo "== python: ruff + pytest"
+(cd export && "$PY" -m ruff check . ../tests/fixtures && "$PY" -m ruff format --check . ../tests/fixtures)
+(cd export && "$PY" -m pytest -q)
+
+echo "== rust: fmt, clippy, tests"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
+cargo test --locked --doc

@@ -1,0 +1,88 @@
+//! Shared helpers: fixture paths, .npz access, running the CLI.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{ArrayD, IxDyn, OwnedRepr};
+use ndarray_npy::NpzReader;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bundles_dir() -> PathBuf {
+    repo().join("tests/fixtures/bundles")
+}
+
+pub const BUNDLES: [&str; 5] = ["sr_x4", "sr_x2", "sr_x1", "deblur", "inpaint"];
+
+/// The official fixtures folder, or None (with a note on stderr) where ../shared is absent.
+pub fn official_dir() -> Option<PathBuf> {
+    let dir = repo().join("../shared/fixtures/official");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: official fixtures not found at {} (../shared is absent here)",
+            dir.display()
+        );
+        None
+    }
+}
+
+pub struct Npz(NpzReader<File>);
+
+impl Npz {
+    pub fn open(path: &Path) -> Npz {
+        Npz(NpzReader::new(File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap())
+    }
+    pub fn has(&mut self, name: &str) -> bool {
+        self.0
+            .names()
+            .unwrap()
+            .iter()
+            .any(|n| n == name || n == &format!("{name}.npy"))
+    }
+    pub fn f32(&mut self, name: &str) -> ArrayD<f32> {
+        self.0
+            .by_name::<OwnedRepr<f32>, IxDyn>(&format!("{name}.npy"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+    pub fn u8(&mut self, name: &str) -> ArrayD<u8> {
+        self.0
+            .by_name::<OwnedRepr<u8>, IxDyn>(&format!("{name}.npy"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Run the `diffir` binary.
+pub fn diffir(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffir"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run diffir")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Copy a bundle folder (the graphs and bundle.yaml) into `dst`.
+pub fn copy_bundle(name: &str, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for f in ["bundle.yaml", "cpen.onnx", "denoiser.onnx", "backbone.onnx"] {
+        std::fs::copy(bundles_dir().join(name).join(f), dst.join(f)).unwrap();
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, one module per concern.
+
+mod bundle_errors;
+mod cli;
+mod common;
+mod official;
+mod reference_bundles;
