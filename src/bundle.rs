@@ -55,19 +55,34 @@ pub enum Padding {
 /// The three graphs of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GraphKind {
+    /// Image → condition (whole-image CPEN).
     Cpen,
+    /// One reverse step of the prior.
     Denoiser,
+    /// Image + prior → restored image.
     Backbone,
+    /// CPEN up to its global average pool (for exact tiled evaluation).
+    CpenFeatures,
+    /// CPEN's MLP on the pooled features.
+    CpenHead,
 }
 
 impl GraphKind {
-    pub const ALL: [GraphKind; 3] = [GraphKind::Cpen, GraphKind::Denoiser, GraphKind::Backbone];
+    pub const ALL: [GraphKind; 5] = [
+        GraphKind::Cpen,
+        GraphKind::Denoiser,
+        GraphKind::Backbone,
+        GraphKind::CpenFeatures,
+        GraphKind::CpenHead,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             GraphKind::Cpen => "cpen",
             GraphKind::Denoiser => "denoiser",
             GraphKind::Backbone => "backbone",
+            GraphKind::CpenFeatures => "cpen_features",
+            GraphKind::CpenHead => "cpen_head",
         }
     }
 
@@ -77,6 +92,8 @@ impl GraphKind {
             GraphKind::Cpen => (&["image"], &["condition"]),
             GraphKind::Denoiser => (&["x", "t", "condition"], &["x0"]),
             GraphKind::Backbone => (&["image", "ipr"], &["output"]),
+            GraphKind::CpenFeatures => (&["image"], &["features"]),
+            GraphKind::CpenHead => (&["pooled"], &["condition"]),
         }
     }
 }
@@ -106,6 +123,8 @@ pub struct GraphsSpec {
     pub cpen: GraphSpec,
     pub denoiser: GraphSpec,
     pub backbone: GraphSpec,
+    pub cpen_features: GraphSpec,
+    pub cpen_head: GraphSpec,
 }
 
 impl GraphsSpec {
@@ -114,6 +133,8 @@ impl GraphsSpec {
             GraphKind::Cpen => &self.cpen,
             GraphKind::Denoiser => &self.denoiser,
             GraphKind::Backbone => &self.backbone,
+            GraphKind::CpenFeatures => &self.cpen_features,
+            GraphKind::CpenHead => &self.cpen_head,
         }
     }
 }
@@ -199,7 +220,8 @@ pub struct Bundle {
     pub origin: PathBuf,
     pub spec: BundleSpec,
     pub schedule: Schedule,
-    graphs: [GraphData; 3],
+    /// Indexed by `GraphKind as usize`.
+    graphs: Vec<GraphData>,
 }
 
 const ONNX_FLOAT: i32 = 1;
@@ -247,11 +269,7 @@ impl Bundle {
             check_graph(&spec, &graph).map_err(|msg| Error::bundle(&graph.origin, msg))?;
             Ok(graph)
         };
-        let graphs = [
-            load(GraphKind::Cpen)?,
-            load(GraphKind::Denoiser)?,
-            load(GraphKind::Backbone)?,
-        ];
+        let graphs = GraphKind::ALL.into_iter().map(&mut load).collect::<Result<Vec<_>>>()?;
         Ok(Bundle {
             origin,
             spec,
@@ -544,6 +562,8 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
             ("ipr", ONNX_FLOAT, 2, d),
             ("output", ONNX_FLOAT, 4, 3),
         ],
+        GraphKind::CpenFeatures => &[("image", ONNX_FLOAT, 4, c), ("features", ONNX_FLOAT, 4, d)],
+        GraphKind::CpenHead => &[("pooled", ONNX_FLOAT, 2, d), ("condition", ONNX_FLOAT, 2, d)],
     };
     for io in g.inputs.iter().chain(&g.outputs) {
         let Some(&(_, ty, rank, ch)) = want.iter().find(|w| w.0 == io.name) else {

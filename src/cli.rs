@@ -9,7 +9,7 @@ use crate::backend::{BackendKind, EngineOptions};
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::image_io;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Tiling};
 use crate::sampler;
 
 /// Exit codes.
@@ -50,9 +50,19 @@ pub struct RestoreArgs {
     /// auto: onnxruntime when its library is found, else tract.
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
     pub backend: String,
-    /// Threads per graph run (0 = the backend's default).
+    /// Threads to use in all (0 = every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Tiles run at once (default: chosen per backend; tract runs tiles in parallel, onnxruntime one at a
+    /// time with all threads inside each run).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Backbone tile size in input pixels (rounded up to the model's size multiple); 0 = whole image.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
+    pub tile: usize,
+    /// Overlap between backbone tiles in input pixels (at most half a tile), feathered.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
+    pub tile_overlap: usize,
     /// GPU index for the CUDA and TensorRT backends.
     #[arg(long, default_value_t = 0)]
     pub device: i32,
@@ -179,9 +189,10 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     if jobs.is_empty() {
         return Err(Error::input(&args.inputs[0], "no image files found"));
     }
-    let opts = EngineOptions {
-        threads: args.threads,
-        device: args.device,
+    let opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
+    let tiling = Tiling {
+        tile: args.tile,
+        overlap: args.tile_overlap,
     };
     let pipeline = Pipeline::new(bundle, kind, &opts)?;
     eprintln!("{}", pipeline.backend_line());
@@ -211,7 +222,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             }
             image_io::OutputFormat::from_path(&job.output)?;
             let image = image_io::read_image(&job.input)?;
-            let restored = pipeline.restore(&image, mask.as_ref(), &noise)?;
+            let restored = pipeline.restore(&image, mask.as_ref(), &noise, &tiling)?;
             image_io::write_image(&job.output, &restored.image, pipeline.quantize(), args.overwrite)
         })();
         match result {

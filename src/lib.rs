@@ -12,7 +12,7 @@
 //! let pipeline = Pipeline::new(bundle, BackendKind::Auto, &EngineOptions::default())?;
 //! let image = diffir::image_io::read_image("photo.png".as_ref())?;
 //! let noise = diffir::sampler::seeded_noise(0, pipeline.bundle().ipr_dim());
-//! let restored = pipeline.restore(&image, None, &noise)?;
+//! let restored = pipeline.restore(&image, None, &noise, &diffir::Tiling::default())?;
 //! diffir::image_io::write_image("big.png".as_ref(), &restored.image, pipeline.quantize(), false)?;
 //! # Ok::<(), diffir::Error>(())
 //! ```
@@ -26,9 +26,10 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod sampler;
 pub mod schedule;
+pub mod tiling;
 
 pub use backend::{BackendKind, EngineOptions};
 pub use bundle::{Bundle, GraphKind, Task};
 pub use error::{Error, Result};
-pub use pipeline::{Pipeline, Restored};
+pub use pipeline::{Pipeline, Restored, Tiling};
 pub use preprocess::{Image, Mask};

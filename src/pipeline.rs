@@ -1,17 +1,51 @@
 //! The restore pipeline: CPEN once per image, the reverse diffusion loop, then the backbone, then
 //! crop/clamp (and the inpainting composite).
 
+use rayon::prelude::*;
+
 use crate::backend::{self, BackendKind, Engine, EngineOptions, Input, Tensor};
 use crate::bundle::{Bundle, GraphKind, Task};
 use crate::error::{Error, Result};
 use crate::preprocess::{self, Image, Mask, Quantize};
 use crate::sampler;
+use crate::tiling::{self, Blender, TilePlan};
+
+/// Default backbone tile, in input (LR) pixels.
+pub const DEFAULT_TILE: usize = 256;
+/// Default overlap between backbone tiles, in input pixels.
+pub const DEFAULT_TILE_OVERLAP: usize = 32;
+
+/// How an image is split for the backbone (and CPEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile size in input pixels, rounded up to the model's size multiple; 0 = the whole image at once.
+    /// CPEN is evaluated in windows of this core size plus its halo (exact either way).
+    pub tile: usize,
+    /// Overlap between neighbouring backbone tiles (input pixels), feathered with raised-cosine weights.
+    pub overlap: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Tiling {
+            tile: DEFAULT_TILE,
+            overlap: DEFAULT_TILE_OVERLAP,
+        }
+    }
+}
+
+impl Tiling {
+    /// The whole image in one piece.
+    pub const WHOLE: Tiling = Tiling { tile: 0, overlap: 0 };
+}
 
 /// A loaded model on a started backend.
 pub struct Pipeline {
     bundle: Bundle,
     engine: Box<dyn Engine>,
     backend_line: String,
+    /// Runs tiles in parallel when more than one worker is configured.
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// The result of one restore, with the prior that produced it.
@@ -23,6 +57,10 @@ pub struct Restored {
     pub condition: Vec<f32>,
     /// x after each reverse step, t = T−1 … 0; the last one is the IPR.
     pub steps: Vec<Vec<f32>>,
+    /// Backbone runs (1 for a whole-image restore).
+    pub tiles: usize,
+    /// CPEN runs (1 for a whole-image CPEN).
+    pub cpen_windows: usize,
 }
 
 impl Restored {
@@ -36,11 +74,43 @@ impl Pipeline {
     /// Start `kind` for `bundle`.
     pub fn new(bundle: Bundle, kind: BackendKind, opts: &EngineOptions) -> Result<Pipeline> {
         let (engine, backend_line) = backend::select(kind, &bundle, opts)?;
+        Pipeline::with_engine(bundle, engine, backend_line, opts.workers)
+    }
+
+    /// A pipeline on an engine built by the caller; `workers` > 1 runs that many tiles at once.
+    pub fn with_engine(
+        bundle: Bundle,
+        engine: Box<dyn Engine>,
+        backend_line: String,
+        workers: usize,
+    ) -> Result<Pipeline> {
+        let pool = if workers > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .map_err(|e| Error::Backend(format!("cannot start {workers} worker threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
         Ok(Pipeline {
             bundle,
             engine,
             backend_line,
+            pool,
         })
+    }
+
+    /// Run `f` over `items` on the worker pool (in parallel) or in sequence; results keep the input order.
+    fn map_ordered<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+        match &self.pool {
+            Some(pool) => pool.install(|| items.par_iter().map(&f).collect()),
+            None => items.iter().map(f).collect(),
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
     pub fn bundle(&self) -> &Bundle {
@@ -113,22 +183,111 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// CPEN's condition for a padded NCHW input, evaluated in windows of `core` input pixels plus CPEN's
+    /// halo: the per-window feature sums over the core regions give the exact global average pool.
+    /// Returns the condition and the number of windows.
+    pub fn condition_tiled(&self, x: &[f32], shape: &[usize; 4], core: usize) -> Result<(Vec<f32>, usize)> {
+        let spec = &self.bundle.spec;
+        let unit = match (spec.task, spec.scale) {
+            (Task::Sr, 4) => 1,
+            (Task::Sr, 2) => 2,
+            _ => 4,
+        };
+        let core = core.div_ceil(unit).max(1) * unit;
+        let (hp, wp) = (shape[2], shape[3]);
+        let (win_h, ys) = tiling::halo_windows(hp, core, spec.cpen_halo);
+        let (win_w, xs) = tiling::halo_windows(wp, core, spec.cpen_halo);
+        let windows: Vec<_> = ys.iter().flat_map(|y| xs.iter().map(move |x| (*y, *x))).collect();
+        let d = self.bundle.ipr_dim();
+        let (fh, fw) = (win_h / unit, win_w / unit);
+        let sums = self.map_ordered(&windows, |(wy, wx)| {
+            let (tile, tshape) = crop_nchw(x, shape, wy.start, wx.start, win_h, win_w);
+            let f = self
+                .engine
+                .run(GraphKind::CpenFeatures, &[Input::F32(&tshape, &tile)])?;
+            if f.shape != [1, d, fh, fw] {
+                return Err(Error::graph(
+                    "cpen_features",
+                    format!(
+                        "output shape {} (expected 1x{d}x{fh}x{fw})",
+                        backend::shape_str(&f.shape)
+                    ),
+                ));
+            }
+            let (y0, y1) = ((wy.core_start - wy.start) / unit, (wy.core_end - wy.start) / unit);
+            let (x0, x1) = ((wx.core_start - wx.start) / unit, (wx.core_end - wx.start) / unit);
+            let mut sum = vec![0.0f64; d];
+            for (c, s) in sum.iter_mut().enumerate() {
+                let plane = &f.data[c * fh * fw..(c + 1) * fh * fw];
+                for row in plane[y0 * fw..y1 * fw].chunks_exact(fw) {
+                    *s += row[x0..x1].iter().map(|&v| v as f64).sum::<f64>();
+                }
+            }
+            Ok(sum)
+        })?;
+        let count = ((hp / unit) * (wp / unit)) as f64;
+        let pooled: Vec<f32> = (0..d)
+            .map(|c| (sums.iter().map(|s| s[c]).sum::<f64>() / count) as f32)
+            .collect();
+        let out = self.engine.run(GraphKind::CpenHead, &[Input::F32(&[1, d], &pooled)])?;
+        self.expect_vector(GraphKind::CpenHead, &out)?;
+        Ok((out.data, windows.len()))
+    }
+
     /// Restore one image with the given initial noise (1 × ipr_dim). Inpainting needs `mask`.
-    pub fn restore(&self, image: &Image, mask: Option<&Mask>, noise: &[f32]) -> Result<Restored> {
+    ///
+    /// The prior is computed once for the whole image (CPEN in windows when the image is larger than one
+    /// tile, then one reverse chain); every backbone tile receives that same prior.
+    pub fn restore(&self, image: &Image, mask: Option<&Mask>, noise: &[f32], tiling: &Tiling) -> Result<Restored> {
         self.check_inputs(image, mask)?;
         let spec = &self.bundle.spec;
         let (x, shape) = preprocess::network_input(image, mask, spec.size_multiple, spec.padding);
-        let condition = self.condition(&x, &shape)?;
+        let (hp, wp) = (shape[2], shape[3]);
+        let whole = tiling.tile == 0 || (hp <= tiling.tile && wp <= tiling.tile);
+        let (condition, cpen_windows) = if whole {
+            (self.condition(&x, &shape)?, 1)
+        } else {
+            self.condition_tiled(&x, &shape, tiling.tile)?
+        };
         let steps = self.sample(&condition, noise)?;
-        let ipr = steps.last().expect("at least one step");
-        let out = self.backbone(&x, &shape, ipr)?;
+        let ipr = steps.last().expect("at least one step").clone();
         let s = self.bundle.scale();
+        let (oh, ow) = (image.height * s, image.width * s);
         let composite = mask.map(|m| (image, m));
-        let image = preprocess::finish(&out.data, &out.shape, image.height * s, image.width * s, composite);
+        if whole {
+            let out = self.backbone(&x, &shape, &ipr)?;
+            let image = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
+            return Ok(Restored {
+                image,
+                condition,
+                steps,
+                tiles: 1,
+                cpen_windows,
+            });
+        }
+        let plan = TilePlan::new(hp, wp, tiling.tile, tiling.overlap, spec.size_multiple).map_err(Error::Shape)?;
+        let mut data = vec![0.0f32; oh * ow * 3];
+        {
+            let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
+            let tiles: Vec<_> = plan.tiles().collect();
+            for chunk in tiles.chunks(self.workers()) {
+                let outs = self.map_ordered(chunk, |&(_, _, y, x0)| {
+                    let (tile, tshape) = crop_nchw(&x, &shape, y, x0, plan.tile_h, plan.tile_w);
+                    self.backbone(&tile, &tshape, &ipr)
+                })?;
+                for (&(i, j, _, _), out) in chunk.iter().zip(outs) {
+                    blender.add(i, j, &out.data);
+                }
+            }
+        }
+        let mut image_out = Image::new(oh, ow, data);
+        preprocess::finish_in_place(&mut image_out, composite);
         Ok(Restored {
-            image,
+            image: image_out,
             condition,
             steps,
+            tiles: plan.count(),
+            cpen_windows,
         })
     }
 
@@ -165,4 +324,17 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A window of a batch-1 NCHW tensor.
+fn crop_nchw(x: &[f32], shape: &[usize; 4], y: usize, x0: usize, h: usize, w: usize) -> (Vec<f32>, [usize; 4]) {
+    let (c, hp, wp) = (shape[1], shape[2], shape[3]);
+    let mut out = Vec::with_capacity(c * h * w);
+    for ch in 0..c {
+        let plane = &x[ch * hp * wp..(ch + 1) * hp * wp];
+        for row in y..y + h {
+            out.extend_from_slice(&plane[row * wp + x0..row * wp + x0 + w]);
+        }
+    }
+    (out, [1, c, h, w])
 }

@@ -129,8 +129,7 @@ pub fn network_input(image: &Image, mask: Option<&Mask>, multiple: usize, mode: 
     (out, [1, channels, hp, wp])
 }
 
-/// Crop an NCHW (batch 1, 3 channels) network output to H×W, clamp to [0, 1]; for inpainting composite
-/// mask·pred + (1 − mask)·image first.
+/// Crop an NCHW (batch 1, 3 channels) network output to H×W, then clamp (and composite) as `finish_in_place`.
 pub fn finish(
     output: &[f32],
     out_shape: &[usize],
@@ -144,18 +143,29 @@ pub fn finish(
     let mut data = vec![0.0f32; height * width * 3];
     for y in 0..height {
         for x in 0..width {
-            let i = (y * width + x) * 3;
             for c in 0..3 {
-                let mut v = output[c * plane + y * ow + x];
-                if let Some((img, mask)) = composite {
-                    let m = mask.data[y * width + x];
-                    v = m * v + (1.0 - m) * img.data[i + c];
-                }
-                data[i + c] = v.clamp(0.0, 1.0);
+                data[(y * width + x) * 3 + c] = output[c * plane + y * ow + x];
             }
         }
     }
-    Image::new(height, width, data)
+    let mut img = Image::new(height, width, data);
+    finish_in_place(&mut img, composite);
+    img
+}
+
+/// Clamp an assembled H×W×3 result to [0, 1], compositing mask·pred + (1 − mask)·image first for inpainting.
+pub fn finish_in_place(out: &mut Image, composite: Option<(&Image, &Mask)>) {
+    match composite {
+        None => out.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0)),
+        Some((img, mask)) => {
+            for (i, px) in out.data.chunks_exact_mut(3).enumerate() {
+                let m = mask.data[i];
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = (m * *v + (1.0 - m) * img.data[i * 3 + c]).clamp(0.0, 1.0);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ GRAPHS = {
     "cpen": {"file": "cpen.onnx", "inputs": ["image"], "outputs": ["condition"]},
     "denoiser": {"file": "denoiser.onnx", "inputs": ["x", "t", "condition"], "outputs": ["x0"]},
     "backbone": {"file": "backbone.onnx", "inputs": ["image", "ipr"], "outputs": ["output"]},
+    # CPEN split at its global average pool, so the runtime can evaluate it tile by tile exactly.
+    "cpen_features": {"file": "cpen_features.onnx", "inputs": ["image"], "outputs": ["features"]},
+    "cpen_head": {"file": "cpen_head.onnx", "inputs": ["pooled"], "outputs": ["condition"]},
 }
 
 

@@ -37,7 +37,7 @@ def cmd_export(args) -> int:
     }
     print(f"{ckpt.path}: {ckpt.layout}; {cfg.family} x{cfg.scale}, dim {cfg.dim}, blocks {list(cfg.num_blocks)}")
     export_bundle(model, cfg, Path(args.out), provenance, overwrite=args.overwrite)
-    print(f"wrote {args.out}/cpen.onnx, denoiser.onnx, backbone.onnx, bundle.yaml")
+    print(f"wrote {args.out}/bundle.yaml and its graphs")
     return 0
 
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="model YAML (configs/); optional, checked against the checkpoint")
         sp.add_argument("--name", help="bundle name (default: the config's name or the checkpoint's stem)")
 
-    e = sub.add_parser("export", help="write cpen.onnx, denoiser.onnx, backbone.onnx and bundle.yaml")
+    e = sub.add_parser("export", help="write the ONNX graphs and bundle.yaml")
     common(e)
     e.add_argument("--out", required=True, help="bundle folder")
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle")

@@ -55,8 +55,32 @@ class BackboneGraph(nn.Module):
         return self.G(image, ipr)
 
 
+class CpenFeaturesGraph(nn.Module):
+    def __init__(self, model: DiffIRS2) -> None:
+        super().__init__()
+        self.cpen = model.condition
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.cpen.features(image)
+
+
+class CpenHeadGraph(nn.Module):
+    def __init__(self, model: DiffIRS2) -> None:
+        super().__init__()
+        self.cpen = model.condition
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.cpen.head(pooled)
+
+
 def _wrappers(model: DiffIRS2) -> dict[str, nn.Module]:
-    return {"cpen": CpenGraph(model), "denoiser": DenoiserGraph(model), "backbone": BackboneGraph(model)}
+    return {
+        "cpen": CpenGraph(model),
+        "denoiser": DenoiserGraph(model),
+        "backbone": BackboneGraph(model),
+        "cpen_features": CpenFeaturesGraph(model),
+        "cpen_head": CpenHeadGraph(model),
+    }
 
 
 IMAGE_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -64,6 +88,8 @@ DYNAMIC_AXES = {
     "cpen": {"image": IMAGE_AXES, "condition": {0: "batch"}},
     "denoiser": {"x": {0: "batch"}, "t": {0: "batch"}, "condition": {0: "batch"}, "x0": {0: "batch"}},
     "backbone": {"image": IMAGE_AXES, "ipr": {0: "batch"}, "output": IMAGE_AXES},
+    "cpen_features": {"image": IMAGE_AXES, "features": IMAGE_AXES},
+    "cpen_head": {"pooled": {0: "batch"}, "condition": {0: "batch"}},
 }
 
 
@@ -84,7 +110,15 @@ def _graph_inputs(model: DiffIRS2, image: torch.Tensor, seed: int) -> dict[str, 
     with torch.no_grad():
         c, steps = model.sample_ipr(image, noise)
     t = torch.full((image.shape[0],), cfg.timesteps - 1, dtype=torch.long)
-    return {"cpen": (image,), "denoiser": (noise, t, c), "backbone": (image, steps[-1])}
+    with torch.no_grad():
+        pooled = model.condition.features(image).mean(dim=(2, 3))
+    return {
+        "cpen": (image,),
+        "denoiser": (noise, t, c),
+        "backbone": (image, steps[-1]),
+        "cpen_features": (image,),
+        "cpen_head": (pooled,),
+    }
 
 
 def export_graph(wrapper: nn.Module, name: str, args: tuple[torch.Tensor, ...]) -> bytes:
@@ -155,7 +189,7 @@ def export_bundle(
     overwrite: bool = False,
     log=print,
 ) -> list[Verification]:
-    """Export, verify, then write out/{cpen,denoiser,backbone}.onnx and out/bundle.yaml.
+    """Export, verify, then write the graphs (out/*.onnx) and out/bundle.yaml.
 
     Nothing is written unless every graph matches PyTorch within TOLERANCE on two input sizes.
     """

@@ -88,7 +88,8 @@ def validation_set(root: Path, hr_crop: int, scale: int) -> list[tuple[np.ndarra
     for path in read_list(root, "val.txt"):
         hr = mod_crop(load_hr(path), scale)
         h, w = hr.shape[:2]
-        c = min(hr_crop, h - h % scale, w - w % scale)
+        unit = scale * 8
+        c = min(hr_crop, h, w) // unit * unit
         y, x = (h - c) // 2 // scale * scale, (w - c) // 2 // scale * scale
         hr = hr[y : y + c, x : x + c]
         out.append((bicubic_down(hr, scale), hr))
@@ -101,7 +102,8 @@ def validate(restore, val: list[tuple[np.ndarray, np.ndarray]], scale: int) -> t
     ours, bic = [], []
     for lr, hr in val:
         x = torch.from_numpy(lr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
-        sr = restore(x, torch.from_numpy(hr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0))
+        y = torch.from_numpy(hr.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
+        sr = restore(x, y)[..., : hr.shape[0], : hr.shape[1]]
         sr_u8 = np.round(sr[0].clamp(0, 1).numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
         ours.append(psnr_y(sr_u8, hr, scale))
         bic.append(psnr_y(bicubic_up(lr, scale), hr, scale))

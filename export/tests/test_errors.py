@@ -106,9 +106,16 @@ def test_export_prints_figures_and_writes_bundle(tmp_path, capsys):
     code = main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b")])
     printed = capsys.readouterr().out
     assert code == 0
-    assert printed.count("max |onnxruntime - torch|") == 6
+    assert printed.count("max |onnxruntime - torch|") == 10
     files = sorted(p.name for p in (tmp_path / "b").iterdir())
-    assert files == ["backbone.onnx", "bundle.yaml", "cpen.onnx", "denoiser.onnx"]
+    assert files == [
+        "backbone.onnx",
+        "bundle.yaml",
+        "cpen.onnx",
+        "cpen_features.onnx",
+        "cpen_head.onnx",
+        "denoiser.onnx",
+    ]
     # A second export into the same folder is refused without --overwrite.
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "b")]) != 0
     assert "already exists" in capsys.readouterr().err

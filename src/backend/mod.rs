@@ -97,6 +97,33 @@ pub struct EngineOptions {
     pub threads: usize,
     /// GPU index for the CUDA and TensorRT providers.
     pub device: i32,
+    /// How many graph runs may happen at once (parallel tiles); backends that serialise runs per session
+    /// keep this many sessions of the tiled graphs.
+    pub workers: usize,
+}
+
+impl EngineOptions {
+    /// Split `threads` (0 = every core) between parallel tiles and threads inside one graph run, the way
+    /// that measured fastest for the backend (BENCHMARKS.md): tract runs single-threaded graphs, so tiles
+    /// go in parallel; onnxruntime parallelises inside each run, so tiles go one at a time. `workers`
+    /// overrides the split.
+    pub fn for_backend(kind: BackendKind, threads: usize, workers: Option<usize>, device: i32) -> EngineOptions {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let workers = workers.unwrap_or(match kind {
+            BackendKind::Tract => threads,
+            _ => 1,
+        });
+        let workers = workers.clamp(1, threads.max(1));
+        EngineOptions {
+            threads: (threads / workers).max(1),
+            device,
+            workers,
+        }
+    }
 }
 
 /// Start the requested backend. Returns the engine and one line saying what was chosen and why.

@@ -133,7 +133,9 @@ fn provider_unavailable(p: Provider) -> Option<String> {
 }
 
 pub struct OrtEngine {
-    sessions: [Mutex<Session>; 3],
+    /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
+    /// tiled graphs, so parallel tiles do not queue on one session.
+    sessions: Vec<Vec<Mutex<Session>>>,
     provider: Provider,
     library: PathBuf,
     threads: usize,
@@ -169,7 +171,7 @@ impl OrtEngine {
         )))
     }
 
-    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<[Mutex<Session>; 3]> {
+    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Vec<Vec<Mutex<Session>>>> {
         let make = |kind: GraphKind| -> Result<Mutex<Session>> {
             let g = bundle.graph(kind);
             let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
@@ -200,11 +202,16 @@ impl OrtEngine {
             let s = b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))?;
             Ok(Mutex::new(s))
         };
-        Ok([
-            make(GraphKind::Cpen)?,
-            make(GraphKind::Denoiser)?,
-            make(GraphKind::Backbone)?,
-        ])
+        GraphKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let pool = match kind {
+                    GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
+                    _ => 1,
+                };
+                (0..pool).map(|_| make(kind)).collect::<Result<Vec<_>>>()
+            })
+            .collect()
     }
 }
 
@@ -230,7 +237,11 @@ impl Engine for OrtEngine {
             };
             values.push((name, v));
         }
-        let mut session = self.sessions[graph as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let pool = &self.sessions[graph as usize];
+        let mut session = pool
+            .iter()
+            .find_map(|m| m.try_lock().ok())
+            .unwrap_or_else(|| pool[0].lock().unwrap_or_else(|e| e.into_inner()));
         let outputs = session.run(values).map_err(err)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
         Ok(Tensor {

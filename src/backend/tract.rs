@@ -16,7 +16,7 @@ type PlanCache = HashMap<(GraphKind, Vec<Vec<usize>>), Plan>;
 
 pub struct TractEngine {
     /// Parsed (not yet typed) graphs, one per kind, cloned for each new input shape.
-    models: [InferenceModel; 3],
+    models: Vec<InferenceModel>,
     plans: Mutex<PlanCache>,
 }
 
@@ -32,11 +32,7 @@ impl TractEngine {
             })
         };
         Ok(TractEngine {
-            models: [
-                parse(GraphKind::Cpen)?,
-                parse(GraphKind::Denoiser)?,
-                parse(GraphKind::Backbone)?,
-            ],
+            models: GraphKind::ALL.into_iter().map(parse).collect::<Result<_>>()?,
             plans: Mutex::new(HashMap::new()),
         })
     }

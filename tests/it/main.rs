@@ -5,3 +5,4 @@ mod cli;
 mod common;
 mod official;
 mod reference_bundles;
+mod tiling;

@@ -10,9 +10,33 @@ use crate::common::*;
 
 const FIXTURES: [&str; 5] = ["mini_sr_x4", "mini_sr_x2", "mini_sr_x1", "mini_deblur", "mini_inpaint"];
 
-/// Export (once; cached under target/) the fixture's checkpoint into a bundle.
+/// A hash of the exporter's sources, so cached exports are redone whenever the exporter changes.
+fn exporter_hash() -> String {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "py") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = vec![];
+    walk(&repo().join("export/diffir_export"), &mut files);
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.file_name().hash(&mut h);
+        std::fs::read(&f).unwrap().hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Export (once per exporter version; cached under target/) the fixture's checkpoint into a bundle.
 fn exported(official: &Path, name: &str) -> PathBuf {
-    let out = repo().join("target/official-bundles").join(name);
+    let out = repo().join("target/official-bundles").join(exporter_hash()).join(name);
     if out.join("bundle.yaml").is_file() {
         return out;
     }
@@ -142,4 +166,41 @@ fn fixture_list_is_complete() {
     let mut known = FIXTURES.map(String::from).to_vec();
     known.sort();
     assert_eq!(found, known, "a new official fixture needs a test here");
+}
+
+/// Tiled restore vs whole image at the default tile settings, on the official fixtures' weights and a real
+/// photo: PSNR of the float outputs (the backbone's channel attention is global, so tiling approximates).
+#[test]
+fn tiled_restore_is_close_to_whole_image_on_official_weights() {
+    use diffir::backend::{BackendKind, EngineOptions};
+    use diffir::{Bundle, Image, Pipeline, Tiling};
+    let Some(official) = official_dir() else { return };
+    let photo = image::open(repo().join("samples/chelsea.png")).unwrap().into_rgb8();
+    let (w, h) = photo.dimensions();
+    let img = Image::new(
+        h as usize,
+        w as usize,
+        photo.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
+    );
+    for name in ["mini_sr_x4", "mini_sr_x2", "mini_deblur"] {
+        let bundle = Bundle::load(exported(&official, name)).unwrap();
+        let noise = diffir::sampler::seeded_noise(0, bundle.ipr_dim());
+        let opts = EngineOptions::for_backend(BackendKind::Tract, 0, None, 0);
+        let p = Pipeline::new(bundle, BackendKind::Tract, &opts).unwrap();
+        let whole = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
+        let tiled = p.restore(&img, None, &noise, &Tiling::default()).unwrap();
+        assert!(tiled.tiles > 1, "{name}: the default tile must split this photo");
+        let mse = tiled
+            .image
+            .data
+            .iter()
+            .zip(&whole.image.data)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            / whole.image.data.len() as f64;
+        let psnr = 10.0 * (1.0 / mse).log10();
+        eprintln!("{name}: tiled ({} tiles) vs whole image: {psnr:.1} dB", tiled.tiles);
+        assert!(psnr >= 40.0, "{name}: tiled vs whole image only {psnr:.1} dB");
+        assert!(max_abs_diff(tiled.ipr(), whole.ipr()) <= 1e-5);
+    }
 }

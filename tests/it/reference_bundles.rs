@@ -1,7 +1,7 @@
 //! Every committed reference bundle, through both backends, against the Python references.
 
 use diffir::backend::{BackendKind, EngineOptions};
-use diffir::{Bundle, Image, Mask, Pipeline};
+use diffir::{Bundle, Image, Mask, Pipeline, Tiling};
 
 use crate::common::*;
 
@@ -37,13 +37,22 @@ fn case(name: &str) -> Case {
 
 fn pipeline(name: &str, kind: BackendKind) -> Pipeline {
     let bundle = Bundle::load(bundles_dir().join(name)).unwrap();
-    Pipeline::new(bundle, kind, &EngineOptions { threads: 1, device: 0 }).unwrap()
+    Pipeline::new(
+        bundle,
+        kind,
+        &EngineOptions {
+            threads: 1,
+            device: 0,
+            workers: 1,
+        },
+    )
+    .unwrap()
 }
 
 fn check(name: &str, kind: BackendKind) {
     let mut c = case(name);
     let p = pipeline(name, kind);
-    let r = p.restore(&c.image, c.mask.as_ref(), &c.noise).unwrap();
+    let r = p.restore(&c.image, c.mask.as_ref(), &c.noise, &Tiling::WHOLE).unwrap();
     let out = c.npz.f32("output");
     assert_eq!([r.image.height, r.image.width, 3], out.shape(), "{name}: output size");
     let d_out = max_abs_diff(&r.image.data, out.as_slice().unwrap());
@@ -81,8 +90,8 @@ fn runs_are_deterministic_and_backends_agree() {
         let mut results = vec![];
         for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
             let p = pipeline(name, kind);
-            let a = p.restore(&c.image, c.mask.as_ref(), &c.noise).unwrap();
-            let b = p.restore(&c.image, c.mask.as_ref(), &c.noise).unwrap();
+            let a = p.restore(&c.image, c.mask.as_ref(), &c.noise, &Tiling::WHOLE).unwrap();
+            let b = p.restore(&c.image, c.mask.as_ref(), &c.noise, &Tiling::WHOLE).unwrap();
             assert_eq!(a.image.data, b.image.data, "{name} {kind}: two runs differ");
             assert_eq!(a.ipr(), b.ipr());
             results.push(a);
@@ -97,9 +106,9 @@ fn runs_are_deterministic_and_backends_agree() {
 fn the_initial_noise_is_used() {
     let c = case("sr_x4");
     let p = pipeline("sr_x4", BackendKind::Tract);
-    let a = p.restore(&c.image, None, &c.noise).unwrap();
+    let a = p.restore(&c.image, None, &c.noise, &Tiling::WHOLE).unwrap();
     let other: Vec<f32> = c.noise.iter().map(|v| -v).collect();
-    let b = p.restore(&c.image, None, &other).unwrap();
+    let b = p.restore(&c.image, None, &other, &Tiling::WHOLE).unwrap();
     assert!(max_abs_diff(a.ipr(), b.ipr()) > 1e-4);
 }
 
