@@ -34,6 +34,80 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Describe a model bundle.
     Info(InfoArgs),
+    /// Time whole restores of a synthetic image (no file I/O), per stage.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model bundle folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Input (LR) size, HxW.
+    #[arg(long, default_value = "128x128", value_parser = parse_size)]
+    pub size: (usize, usize),
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
+    pub backend: String,
+    /// Threads to use in all (0 = every core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Tiles run at once (default: chosen per backend).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// GPU index for the CUDA and TensorRT backends.
+    #[arg(long, default_value_t = 0)]
+    pub device: i32,
+    /// Timed runs after one warm-up run.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Backbone tile size in input pixels; 0 = whole image.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
+    pub tile: usize,
+    /// Overlap between backbone tiles in input pixels.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
+    pub tile_overlap: usize,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (h, w) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}' is not HxW"))?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("'{s}' is not HxW"))
+    };
+    Ok((p(h)?, p(w)?))
+}
+
+/// `diffir bench`: returns the text to print.
+pub fn bench(args: &BenchArgs) -> Result<String> {
+    let kind: BackendKind = args.backend.parse().map_err(Error::Backend)?;
+    let bundle = Bundle::load(&args.model)?;
+    let opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
+    let pipeline = Pipeline::new(bundle, kind, &opts)?;
+    eprintln!("{}", pipeline.backend_line());
+    let tiling = Tiling {
+        tile: args.tile,
+        overlap: args.tile_overlap,
+    };
+    let (h, w) = args.size;
+    let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
+    let mut out = format!(
+        "model {} ({} x{}), input {h}x{w}, {} tile(s), {} worker(s) x {} thread(s), {} runs after 1 warm-up\n",
+        pipeline.bundle().spec.name,
+        pipeline.bundle().task(),
+        pipeline.bundle().scale(),
+        report.tiles,
+        opts.workers,
+        opts.threads,
+        report.runs.len()
+    );
+    for (name, d) in report.median_stages() {
+        out += &format!("{name:>16}: {:9.2} ms\n", d.as_secs_f64() * 1e3);
+    }
+    out += &format!("median: {:.2} ms\n", report.median_total().as_secs_f64() * 1e3);
+    Ok(out)
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +333,16 @@ pub fn run() -> i32 {
     };
     match cli.command {
         Command::Info(args) => match info(&args) {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+        Command::Bench(args) => match bench(&args) {
             Ok(text) => {
                 print!("{text}");
                 EXIT_OK

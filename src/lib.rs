@@ -18,6 +18,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod bundle;
 pub mod cli;
 pub mod error;
@@ -31,5 +32,5 @@ pub mod tiling;
 pub use backend::{BackendKind, EngineOptions};
 pub use bundle::{Bundle, GraphKind, Task};
 pub use error::{Error, Result};
-pub use pipeline::{Pipeline, Restored, Tiling};
+pub use pipeline::{Pipeline, Restored, Tiling, Timings};
 pub use preprocess::{Image, Mask};

@@ -1,6 +1,8 @@
 //! The restore pipeline: CPEN once per image, the reverse diffusion loop, then the backbone, then
 //! crop/clamp (and the inpainting composite).
 
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 
 use crate::backend::{self, BackendKind, Engine, EngineOptions, Input, Tensor};
@@ -48,6 +50,27 @@ pub struct Pipeline {
     pool: Option<rayon::ThreadPool>,
 }
 
+/// Where the time of one restore went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Padding and building the network input.
+    pub prepare: Duration,
+    /// CPEN (whole image, or all windows plus the head).
+    pub cpen: Duration,
+    /// The reverse diffusion loop (T denoiser runs).
+    pub diffusion: Duration,
+    /// Backbone runs (wall time; tiles may run in parallel).
+    pub backbone: Duration,
+    /// Cropping tiles out, blending them, clamping and compositing.
+    pub assemble: Duration,
+}
+
+impl Timings {
+    pub fn total(&self) -> Duration {
+        self.prepare + self.cpen + self.diffusion + self.backbone + self.assemble
+    }
+}
+
 /// The result of one restore, with the prior that produced it.
 #[derive(Debug, Clone)]
 pub struct Restored {
@@ -61,6 +84,7 @@ pub struct Restored {
     pub tiles: usize,
     /// CPEN runs (1 for a whole-image CPEN).
     pub cpen_windows: usize,
+    pub timings: Timings,
 }
 
 impl Restored {
@@ -241,7 +265,15 @@ impl Pipeline {
     pub fn restore(&self, image: &Image, mask: Option<&Mask>, noise: &[f32], tiling: &Tiling) -> Result<Restored> {
         self.check_inputs(image, mask)?;
         let spec = &self.bundle.spec;
+        let mut timings = Timings::default();
+        let mut clock = Instant::now();
+        let mut lap = |slot: &mut Duration| {
+            let now = Instant::now();
+            *slot += now - clock;
+            clock = now;
+        };
         let (x, shape) = preprocess::network_input(image, mask, spec.size_multiple, spec.padding);
+        lap(&mut timings.prepare);
         let (hp, wp) = (shape[2], shape[3]);
         let whole = tiling.tile == 0 || (hp <= tiling.tile && wp <= tiling.tile);
         let (condition, cpen_windows) = if whole {
@@ -249,20 +281,25 @@ impl Pipeline {
         } else {
             self.condition_tiled(&x, &shape, tiling.tile)?
         };
+        lap(&mut timings.cpen);
         let steps = self.sample(&condition, noise)?;
+        lap(&mut timings.diffusion);
         let ipr = steps.last().expect("at least one step").clone();
         let s = self.bundle.scale();
         let (oh, ow) = (image.height * s, image.width * s);
         let composite = mask.map(|m| (image, m));
         if whole {
             let out = self.backbone(&x, &shape, &ipr)?;
+            lap(&mut timings.backbone);
             let image = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
+            lap(&mut timings.assemble);
             return Ok(Restored {
                 image,
                 condition,
                 steps,
                 tiles: 1,
                 cpen_windows,
+                timings,
             });
         }
         let plan = TilePlan::new(hp, wp, tiling.tile, tiling.overlap, spec.size_multiple).map_err(Error::Shape)?;
@@ -271,10 +308,12 @@ impl Pipeline {
             let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
             let tiles: Vec<_> = plan.tiles().collect();
             for chunk in tiles.chunks(self.workers()) {
+                lap(&mut timings.assemble);
                 let outs = self.map_ordered(chunk, |&(_, _, y, x0)| {
                     let (tile, tshape) = crop_nchw(&x, &shape, y, x0, plan.tile_h, plan.tile_w);
                     self.backbone(&tile, &tshape, &ipr)
                 })?;
+                lap(&mut timings.backbone);
                 for (&(i, j, _, _), out) in chunk.iter().zip(outs) {
                     blender.add(i, j, &out.data);
                 }
@@ -282,12 +321,14 @@ impl Pipeline {
         }
         let mut image_out = Image::new(oh, ow, data);
         preprocess::finish_in_place(&mut image_out, composite);
+        lap(&mut timings.assemble);
         Ok(Restored {
             image: image_out,
             condition,
             steps,
             tiles: plan.count(),
             cpen_windows,
+            timings,
         })
     }
 

@@ -104,9 +104,9 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// Split `threads` (0 = every core) between parallel tiles and threads inside one graph run, the way
-    /// that measured fastest for the backend (BENCHMARKS.md): tract runs single-threaded graphs, so tiles
-    /// go in parallel; onnxruntime parallelises inside each run, so tiles go one at a time. `workers`
-    /// overrides the split.
+    /// that measured fastest (BENCHMARKS.md): on the CPU, single-threaded runs of one tile per thread beat
+    /// one multi-threaded run at a time for both tract and onnxruntime; GPU providers take one tile at a
+    /// time. `workers` overrides the split.
     pub fn for_backend(kind: BackendKind, threads: usize, workers: Option<usize>, device: i32) -> EngineOptions {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -114,8 +114,8 @@ impl EngineOptions {
             threads
         };
         let workers = workers.unwrap_or(match kind {
-            BackendKind::Tract => threads,
-            _ => 1,
+            BackendKind::OrtCuda | BackendKind::OrtTensorrt => 1,
+            _ => threads,
         });
         let workers = workers.clamp(1, threads.max(1));
         EngineOptions {
