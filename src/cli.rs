@@ -152,6 +152,15 @@ pub struct RestoreArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub overwrite: bool,
+    /// Output format for folder runs (png, jpg, webp, tif, bmp, npy); default: each input's own format.
+    #[arg(long, value_parser = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "npy"])]
+    pub format: Option<String>,
+    /// JPEG quality (1-100).
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+    /// Refuse inputs with more pixels than this, before decoding them.
+    #[arg(long, default_value_t = image_io::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 #[derive(Debug, Args)]
@@ -168,12 +177,13 @@ pub struct Job {
     pub output: PathBuf,
 }
 
-/// Expand inputs (folders recursively, image files only, sorted) and map each to its output path.
-pub fn plan_jobs(inputs: &[PathBuf], output: &Path) -> Result<Vec<Job>> {
+/// Expand inputs (folders recursively, image files only, sorted) and map each to its output path; `format`
+/// replaces the extension in folder runs.
+pub fn plan_jobs(inputs: &[PathBuf], output: &Path, format: Option<&str>) -> Result<Vec<Job>> {
     let single_file = inputs.len() == 1 && inputs[0].is_file();
     if single_file {
         let out = if output.is_dir() {
-            output.join(output_name(&inputs[0], None))
+            output.join(output_name(&inputs[0], format))
         } else {
             output.to_path_buf()
         };
@@ -198,13 +208,13 @@ pub fn plan_jobs(inputs: &[PathBuf], output: &Path) -> Result<Vec<Job>> {
                 let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
                 let out = output
                     .join(rel.parent().unwrap_or(Path::new("")))
-                    .join(output_name(&f, None));
+                    .join(output_name(&f, format));
                 jobs.push(Job { input: f, output: out });
             }
         } else {
             jobs.push(Job {
                 input: input.clone(),
-                output: output.join(output_name(input, None)),
+                output: output.join(output_name(input, format)),
             });
         }
     }
@@ -259,7 +269,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             "this is an inpainting model: give a --mask".into()
         }));
     }
-    let jobs = plan_jobs(&args.inputs, &args.output)?;
+    let jobs = plan_jobs(&args.inputs, &args.output, args.format.as_deref())?;
     if jobs.is_empty() {
         return Err(Error::input(&args.inputs[0], "no image files found"));
     }
@@ -295,9 +305,24 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
                 });
             }
             image_io::OutputFormat::from_path(&job.output)?;
-            let image = image_io::read_image(&job.input)?;
-            let restored = pipeline.restore(&image, mask.as_ref(), &noise, &tiling)?;
-            image_io::write_image(&job.output, &restored.image, pipeline.quantize(), args.overwrite)
+            let picture = image_io::read_picture(&job.input, args.max_pixels)?;
+            let restored = pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?;
+            let alpha = picture
+                .alpha
+                .as_ref()
+                .map(|a| image_io::upscale_alpha(a, picture.rgb.height, picture.rgb.width, pipeline.bundle().scale()));
+            let carry = image_io::Carry {
+                alpha: alpha.as_deref(),
+                sixteen_bit: picture.depth == image_io::Depth::Sixteen,
+                gray: picture.gray,
+                icc: picture.icc.as_deref(),
+            };
+            let write = image_io::WriteOptions {
+                quantize: pipeline.quantize(),
+                jpeg_quality: args.jpeg_quality,
+                overwrite: args.overwrite,
+            };
+            image_io::write_picture(&job.output, &restored.image, &carry, &write)
         })();
         match result {
             Ok(()) => report.done += 1,

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageFormat};
+use image::{ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder};
 use ndarray::{Array2, Array3};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 
@@ -24,51 +24,138 @@ pub fn is_supported_input(path: &Path) -> bool {
     IMAGE_EXTENSIONS.contains(&extension(path).as_str())
 }
 
-/// Read an RGB image in [0, 1]. 8-bit files are divided by 255 exactly like the official loaders; a `.npy`
-/// must hold float32 H×W×3 in [0, 1].
-pub fn read_image(path: &Path) -> Result<Image> {
-    if extension(path) == "npy" {
-        return read_npy_image(path);
-    }
-    let img = decode(path)?;
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    let data: Vec<f32> = match img {
-        DynamicImage::ImageLuma8(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageRgb8(_)
-        | DynamicImage::ImageRgba8(_) => img
-            .into_rgb8()
-            .into_raw()
-            .into_iter()
-            .map(|v| v as f32 / 255.0)
-            .collect(),
-        DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageLumaA16(_)
-        | DynamicImage::ImageRgb16(_)
-        | DynamicImage::ImageRgba16(_) => img
-            .into_rgb16()
-            .into_raw()
-            .into_iter()
-            .map(|v| v as f32 / 65535.0)
-            .collect(),
-        other => other
-            .into_rgb32f()
-            .into_raw()
-            .into_iter()
-            .map(|v| v.clamp(0.0, 1.0))
-            .collect(),
-    };
-    Ok(Image::new(height, width, data))
+/// Sample depth of an input, kept for the output where the format allows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Eight,
+    Sixteen,
+    /// A float32 `.npy`.
+    Float,
 }
 
-fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
+/// A decoded input: RGB for the model, plus what the output must carry over.
+#[derive(Debug, Clone)]
+pub struct Picture {
+    /// RGB in [0, 1] (grayscale replicated to three channels).
+    pub rgb: Image,
+    /// The alpha channel in [0, 1], H×W, if the file has one.
+    pub alpha: Option<Vec<f32>>,
+    pub depth: Depth,
+    /// The file is grayscale: the result is written as grayscale.
+    pub gray: bool,
+    /// The embedded ICC colour profile, carried to the output.
+    pub icc: Option<Vec<u8>>,
+}
+
+/// Default `--max-pixels`: inputs larger than this are refused before decoding.
+pub const DEFAULT_MAX_PIXELS: u64 = 200_000_000;
+
+/// Read an input: any supported image (EXIF orientation applied, palette expanded) or a float32 H×W×3
+/// `.npy` in [0, 1]. Images over `max_pixels` are refused before their pixels are allocated. 8-bit values
+/// are divided by 255 exactly like the official loaders; 16-bit by 65535.
+pub fn read_picture(path: &Path, max_pixels: u64) -> Result<Picture> {
+    if extension(path) == "npy" {
+        let rgb = read_npy_image(path)?;
+        check_pixels(path, rgb.height as u64, rgb.width as u64, max_pixels)?;
+        return Ok(Picture {
+            rgb,
+            alpha: None,
+            depth: Depth::Float,
+            gray: false,
+            icc: None,
+        });
+    }
+    let (img, icc) = decode(path, max_pixels)?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let gray = matches!(
+        img.color(),
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
+    );
+    let has_alpha = img.color().has_alpha();
+    let depth = match img.color() {
+        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Depth::Eight,
+        _ => Depth::Sixteen,
+    };
+    let (rgb, alpha): (Vec<f32>, Option<Vec<f32>>) = if depth == Depth::Eight {
+        let buf = img.into_rgba8();
+        let a = has_alpha.then(|| buf.pixels().map(|p| p.0[3] as f32 / 255.0).collect());
+        let rgb = buf
+            .pixels()
+            .flat_map(|p| p.0[..3].iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>())
+            .collect();
+        (rgb, a)
+    } else {
+        let buf = match img {
+            DynamicImage::ImageRgb32F(_) | DynamicImage::ImageRgba32F(_) => {
+                let f = img.into_rgba32f();
+                image::ImageBuffer::from_fn(f.width(), f.height(), |x, y| {
+                    let p = f.get_pixel(x, y).0;
+                    image::Rgba(p.map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16))
+                })
+            }
+            other => other.into_rgba16(),
+        };
+        let a = has_alpha.then(|| buf.pixels().map(|p| p.0[3] as f32 / 65535.0).collect());
+        let rgb = buf
+            .pixels()
+            .flat_map(|p| p.0[..3].iter().map(|&v| v as f32 / 65535.0).collect::<Vec<_>>())
+            .collect();
+        (rgb, a)
+    };
+    Ok(Picture {
+        rgb: Image::new(height, width, rgb),
+        alpha,
+        depth,
+        gray,
+        icc,
+    })
+}
+
+/// Read an RGB image in [0, 1] (see `read_picture`).
+pub fn read_image(path: &Path) -> Result<Image> {
+    Ok(read_picture(path, DEFAULT_MAX_PIXELS)?.rgb)
+}
+
+fn check_pixels(path: &Path, height: u64, width: u64, max_pixels: u64) -> Result<()> {
+    if height * width > max_pixels {
+        return Err(Error::input(
+            path,
+            format!(
+                "{width}x{height} is {} pixels, over the limit of {max_pixels} (--max-pixels)",
+                width * height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decode with limits, apply the EXIF orientation, and return the ICC profile.
+fn decode(path: &Path, max_pixels: u64) -> Result<(DynamicImage, Option<Vec<u8>>)> {
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
-    reader
-        .decode()
-        .map_err(|e| Error::input(path, format!("cannot decode image: {e}")))
+    if reader.format().is_none() {
+        return Err(Error::input(
+            path,
+            "not an image in a supported format (PNG, JPEG, WebP, TIFF, BMP)",
+        ));
+    }
+    let mut limits = image::Limits::default();
+    // 16 bytes per pixel covers every decoded layout (RGBA f32).
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    reader.limits(limits);
+    let bad = |e: image::ImageError| Error::input(path, format!("cannot decode image: {e}"));
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(path, h as u64, w as u64, max_pixels)?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    img.apply_orientation(orientation);
+    Ok((img, icc))
 }
 
 fn read_npy_image(path: &Path) -> Result<Image> {
@@ -94,7 +181,7 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
         let (h, w) = arr.dim();
         (h, w, arr.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect())
     } else {
-        let img = decode(path)?.into_luma16();
+        let img = decode(path, DEFAULT_MAX_PIXELS)?.0.into_luma16();
         let (w, h) = img.dimensions();
         (
             h as usize,
@@ -142,6 +229,7 @@ pub enum OutputFormat {
     Jpeg,
     Webp,
     Tiff,
+    Bmp,
     Npy,
 }
 
@@ -152,62 +240,203 @@ impl OutputFormat {
             "jpg" | "jpeg" => OutputFormat::Jpeg,
             "webp" => OutputFormat::Webp,
             "tif" | "tiff" => OutputFormat::Tiff,
+            "bmp" => OutputFormat::Bmp,
             "npy" => OutputFormat::Npy,
             other => {
                 return Err(Error::input(
                     path,
-                    format!("unknown output extension '{other}' (use .png, .jpg, .webp, .tif or .npy)"),
+                    format!("unknown output extension '{other}' (use .png, .jpg, .webp, .tif, .bmp or .npy)"),
                 ))
             }
         })
     }
 }
 
+/// How results are written.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    pub quantize: Quantize,
+    /// JPEG quality, 1–100.
+    pub jpeg_quality: u8,
+    pub overwrite: bool,
+}
+
+/// What travels from the input to the output besides the restored RGB.
+#[derive(Debug, Clone, Default)]
+pub struct Carry<'a> {
+    /// Alpha at output size, in [0, 1].
+    pub alpha: Option<&'a [f32]>,
+    /// Write 16-bit samples (PNG, TIFF).
+    pub sixteen_bit: bool,
+    /// Write grayscale (BT.601 luma of the result).
+    pub gray: bool,
+    pub icc: Option<&'a [u8]>,
+}
+
 /// Write `image` to `path` (format from the extension) atomically: a temporary file in the target folder,
 /// then a rename. An existing file is replaced only with `overwrite`; on error nothing is left behind.
 pub fn write_image(path: &Path, image: &Image, quantize: Quantize, overwrite: bool) -> Result<()> {
-    let format = OutputFormat::from_path(path)?;
-    if !overwrite && path.exists() {
-        return Err(Error::Exists { path: path.into() });
-    }
-    let mut buf: Vec<u8> = Vec::new();
-    match format {
-        OutputFormat::Npy => {
-            let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())
-                .map_err(|e| Error::input(path, e.to_string()))?;
-            arr.write_npy(&mut buf).map_err(|e| Error::input(path, e.to_string()))?;
-        }
-        _ => {
-            let raw: Vec<u8> = image.data.iter().map(|&v| quantize.to_u8(v)).collect();
-            let rgb = image::RgbImage::from_raw(image.width as u32, image.height as u32, raw)
-                .ok_or_else(|| Error::input(path, "image buffer size"))?;
-            let fmt = match format {
-                OutputFormat::Png => ImageFormat::Png,
-                OutputFormat::Jpeg => ImageFormat::Jpeg,
-                OutputFormat::Webp => ImageFormat::WebP,
-                _ => ImageFormat::Tiff,
-            };
-            DynamicImage::ImageRgb8(rgb)
-                .write_to(&mut std::io::Cursor::new(&mut buf), fmt)
-                .map_err(|e| Error::input(path, format!("cannot encode: {e}")))?;
-        }
-    }
-    write_atomic(path, &buf, overwrite)
+    let opts = WriteOptions {
+        quantize,
+        jpeg_quality: 95,
+        overwrite,
+    };
+    write_picture(path, image, &Carry::default(), &opts)
 }
 
-/// Write bytes through a temporary file in the same folder and rename it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+/// Write a result with what it carries from its input (alpha, bit depth, grayscale, ICC profile).
+pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &WriteOptions) -> Result<()> {
+    let format = OutputFormat::from_path(path)?;
+    if !opts.overwrite && path.exists() {
+        return Err(Error::Exists { path: path.into() });
+    }
+    if let Some(a) = carry.alpha {
+        if a.len() != image.height * image.width {
+            return Err(Error::Shape(format!(
+                "alpha has {} values for a {}x{} image",
+                a.len(),
+                image.width,
+                image.height
+            )));
+        }
+        if format == OutputFormat::Jpeg {
+            return Err(Error::input(
+                path,
+                "JPEG cannot hold the input's alpha channel; write .png, .webp or .tif",
+            ));
+        }
+    }
+    let (w, h) = (image.width as u32, image.height as u32);
+    let channels = match (carry.gray, carry.alpha.is_some()) {
+        (true, false) => 1,
+        (true, true) => 2,
+        (false, false) => 3,
+        (false, true) => 4,
+    };
+    let sixteen = carry.sixteen_bit && matches!(format, OutputFormat::Png | OutputFormat::Tiff);
+    let luma = |px: &[f32]| 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+    // Interleaved samples in [0, 1].
+    let samples = image.data.chunks_exact(3).enumerate().flat_map(|(i, px)| {
+        let a = carry.alpha.map(|a| a[i]);
+        let mut v: [f32; 4] = [0.0; 4];
+        let n = if carry.gray {
+            v[0] = luma(px);
+            1
+        } else {
+            v[..3].copy_from_slice(px);
+            3
+        };
+        if let Some(a) = a {
+            v[n] = a;
+        }
+        v.into_iter().take(channels)
+    });
+    write_encoded(path, opts.overwrite, |file| {
+        let color = match (channels, sixteen) {
+            (1, false) => ExtendedColorType::L8,
+            (2, false) => ExtendedColorType::La8,
+            (3, false) => ExtendedColorType::Rgb8,
+            (4, false) => ExtendedColorType::Rgba8,
+            (1, true) => ExtendedColorType::L16,
+            (2, true) => ExtendedColorType::La16,
+            (3, true) => ExtendedColorType::Rgb16,
+            _ => ExtendedColorType::Rgba16,
+        };
+        if format == OutputFormat::Npy {
+            let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())
+                .map_err(|e| e.to_string())?;
+            return arr.write_npy(file).map_err(|e| e.to_string());
+        }
+        let bytes: Vec<u8> = if sixteen {
+            samples
+                .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
+                .flat_map(|v| v.to_ne_bytes())
+                .collect()
+        } else {
+            samples.map(|v| opts.quantize.to_u8(v)).collect()
+        };
+        let mut encoder: Box<dyn ImageEncoderDyn> = match format {
+            OutputFormat::Png => Box::new(image::codecs::png::PngEncoder::new(file)),
+            OutputFormat::Jpeg => Box::new(image::codecs::jpeg::JpegEncoder::new_with_quality(
+                file,
+                opts.jpeg_quality.clamp(1, 100),
+            )),
+            OutputFormat::Webp => Box::new(image::codecs::webp::WebPEncoder::new_lossless(file)),
+            OutputFormat::Tiff => Box::new(image::codecs::tiff::TiffEncoder::new(file)),
+            _ => Box::new(image::codecs::bmp::BmpEncoder::new(file)),
+        };
+        if let Some(icc) = carry.icc {
+            // Formats that cannot hold a profile (BMP) simply go without.
+            let _ = encoder.set_icc(icc.to_vec());
+        }
+        encoder
+            .encode(&bytes, w, h, color)
+            .map_err(|e| format!("cannot encode: {e}"))
+    })
+}
+
+/// Object-safe wrapper over the `image` encoders (they consume themselves on write).
+trait ImageEncoderDyn {
+    fn set_icc(&mut self, icc: Vec<u8>) -> std::result::Result<(), image::error::UnsupportedError>;
+    fn encode(self: Box<Self>, buf: &[u8], w: u32, h: u32, color: ExtendedColorType) -> image::ImageResult<()>;
+}
+
+impl<E: ImageEncoder> ImageEncoderDyn for E {
+    fn set_icc(&mut self, icc: Vec<u8>) -> std::result::Result<(), image::error::UnsupportedError> {
+        self.set_icc_profile(icc)
+    }
+    fn encode(self: Box<Self>, buf: &[u8], w: u32, h: u32, color: ExtendedColorType) -> image::ImageResult<()> {
+        (*self).write_image(buf, w, h, color)
+    }
+}
+
+/// Upscale an alpha channel by an integer factor with Catmull-Rom (bicubic) resampling, clamped to [0, 1]:
+/// smooth edges without the blockiness of pixel replication.
+pub fn upscale_alpha(alpha: &[f32], height: usize, width: usize, scale: usize) -> Vec<f32> {
+    if scale == 1 {
+        return alpha.to_vec();
+    }
+    let buf = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(width as u32, height as u32, alpha.to_vec())
+        .expect("alpha size");
+    let up = image::imageops::resize(
+        &buf,
+        (width * scale) as u32,
+        (height * scale) as u32,
+        image::imageops::FilterType::CatmullRom,
+    );
+    up.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect()
+}
+
+/// Stream an encoder's output into a temporary file in the target folder, then rename it into place.
+fn write_encoded(
+    path: &Path,
+    overwrite: bool,
+    encode: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::result::Result<(), String>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(".diffir-")
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| Error::io(&dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        encode(&mut w).map_err(|msg| Error::input(path, msg))?;
+        w.flush().map_err(|e| Error::io(path, e))?;
+    }
+    persist(tmp, path, overwrite)
+}
+
+/// Write bytes through a temporary file in the same folder and rename it into place.
+pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    write_encoded(path, overwrite, |w| w.write_all(bytes).map_err(|e| e.to_string()))
+}
+
+fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result<()> {
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     if overwrite {
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

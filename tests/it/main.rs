@@ -3,6 +3,7 @@
 mod bundle_errors;
 mod cli;
 mod common;
+mod image_io;
 mod official;
 mod reference_bundles;
 mod tiling;
