@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// GPU index for the CUDA and TensorRT backends.
     #[arg(long, default_value_t = 0)]
     pub device: i32,
+    /// TensorRT: fp16 engines.
+    #[arg(long)]
+    pub fp16: bool,
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -84,13 +87,15 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 pub fn bench(args: &BenchArgs) -> Result<String> {
     let kind: BackendKind = args.backend.parse().map_err(Error::Backend)?;
     let bundle = Bundle::load(&args.model)?;
-    let opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
-    let pipeline = Pipeline::new(bundle, kind, &opts)?;
-    eprintln!("{}", pipeline.backend_line());
     let tiling = Tiling {
         tile: args.tile,
         overlap: args.tile_overlap,
     };
+    let mut opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
+    opts.fp16 = args.fp16;
+    opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
+    let pipeline = Pipeline::new(bundle, kind, &opts)?;
+    eprintln!("{}", pipeline.backend_line());
     let (h, w) = args.size;
     let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
     let mut out = format!(
@@ -140,6 +145,9 @@ pub struct RestoreArgs {
     /// GPU index for the CUDA and TensorRT backends.
     #[arg(long, default_value_t = 0)]
     pub device: i32,
+    /// TensorRT: fp16 engines (LayerNorm kept in fp32; tiles with NaN/Inf are redone in fp32).
+    #[arg(long)]
+    pub fp16: bool,
     /// Seed of the initial prior noise (1 × ipr_dim standard normals). Every input uses the same draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -273,11 +281,13 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     if jobs.is_empty() {
         return Err(Error::input(&args.inputs[0], "no image files found"));
     }
-    let opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
     let tiling = Tiling {
         tile: args.tile,
         overlap: args.tile_overlap,
     };
+    let mut opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
+    opts.fp16 = args.fp16;
+    opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
     let pipeline = Pipeline::new(bundle, kind, &opts)?;
     eprintln!("{}", pipeline.backend_line());
     let bar = if std::io::stderr().is_terminal() {

@@ -39,6 +39,14 @@ impl Default for Tiling {
 impl Tiling {
     /// The whole image in one piece.
     pub const WHOLE: Tiling = Tiling { tile: 0, overlap: 0 };
+
+    /// The backbone's input shape for images larger than one tile (for fixed-shape engines).
+    pub fn tile_shape(&self, multiple: usize) -> Option<(usize, usize)> {
+        (self.tile > 0).then(|| {
+            let t = self.tile.div_ceil(multiple) * multiple;
+            (t, t)
+        })
+    }
 }
 
 /// A loaded model on a started backend.
@@ -84,6 +92,8 @@ pub struct Restored {
     pub tiles: usize,
     /// CPEN runs (1 for a whole-image CPEN).
     pub cpen_windows: usize,
+    /// Backbone runs whose reduced-precision output had NaN/Inf and were redone in fp32.
+    pub fp32_redos: usize,
     pub timings: Timings,
 }
 
@@ -185,13 +195,27 @@ impl Pipeline {
         })
     }
 
-    /// The backbone on a padded NCHW input with the given prior.
-    pub fn backbone(&self, x: &[f32], shape: &[usize; 4], ipr: &[f32]) -> Result<Tensor> {
+    /// The backbone on a padded NCHW input with the given prior. A reduced-precision output with NaN or Inf
+    /// is redone in fp32 where the backend can (the flag says so); elsewhere it is an error.
+    pub fn backbone(&self, x: &[f32], shape: &[usize; 4], ipr: &[f32]) -> Result<(Tensor, bool)> {
         let s = self.bundle.scale();
-        let out = self.engine.run(
-            GraphKind::Backbone,
-            &[Input::F32(shape, x), Input::F32(&[1, ipr.len()], ipr)],
-        )?;
+        let inputs = [Input::F32(shape, x), Input::F32(&[1, ipr.len()], ipr)];
+        let mut out = self.engine.run(GraphKind::Backbone, &inputs)?;
+        let mut redone = false;
+        if out.data.iter().any(|v| !v.is_finite()) {
+            match self.engine.run_fp32(GraphKind::Backbone, &inputs) {
+                Some(r) => {
+                    out = r?;
+                    redone = true;
+                }
+                None => {
+                    return Err(Error::graph(
+                        "backbone",
+                        format!("output has NaN or Inf for input {}", backend::shape_str(shape)),
+                    ))
+                }
+            }
+        }
         let want = [1, 3, shape[2] * s, shape[3] * s];
         if out.shape != want {
             return Err(Error::graph(
@@ -204,7 +228,7 @@ impl Pipeline {
                 ),
             ));
         }
-        Ok(out)
+        Ok((out, redone))
     }
 
     /// CPEN's condition for a padded NCHW input, evaluated in windows of `core` input pixels plus CPEN's
@@ -289,7 +313,7 @@ impl Pipeline {
         let (oh, ow) = (image.height * s, image.width * s);
         let composite = mask.map(|m| (image, m));
         if whole {
-            let out = self.backbone(&x, &shape, &ipr)?;
+            let (out, redone) = self.backbone(&x, &shape, &ipr)?;
             lap(&mut timings.backbone);
             let image = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
             lap(&mut timings.assemble);
@@ -299,11 +323,13 @@ impl Pipeline {
                 steps,
                 tiles: 1,
                 cpen_windows,
+                fp32_redos: redone as usize,
                 timings,
             });
         }
         let plan = TilePlan::new(hp, wp, tiling.tile, tiling.overlap, spec.size_multiple).map_err(Error::Shape)?;
         let mut data = vec![0.0f32; oh * ow * 3];
+        let mut fp32_redos = 0;
         {
             let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
             let tiles: Vec<_> = plan.tiles().collect();
@@ -314,7 +340,8 @@ impl Pipeline {
                     self.backbone(&tile, &tshape, &ipr)
                 })?;
                 lap(&mut timings.backbone);
-                for (&(i, j, _, _), out) in chunk.iter().zip(outs) {
+                for (&(i, j, _, _), (out, redone)) in chunk.iter().zip(outs) {
+                    fp32_redos += redone as usize;
                     blender.add(i, j, &out.data);
                 }
             }
@@ -328,6 +355,7 @@ impl Pipeline {
             steps,
             tiles: plan.count(),
             cpen_windows,
+            fp32_redos,
             timings,
         })
     }

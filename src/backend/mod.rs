@@ -7,6 +7,7 @@ use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
 
 pub mod ort;
+pub mod tensorrt;
 pub mod tract;
 
 /// A borrowed input tensor.
@@ -27,6 +28,11 @@ pub struct Tensor {
 pub trait Engine: Send + Sync {
     /// Run one graph on inputs given in the graph contract's order; returns its single output.
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor>;
+    /// Run again at full float32 precision, for backends that run reduced precision (TensorRT fp16);
+    /// None where `run` already is float32.
+    fn run_fp32(&self, _graph: GraphKind, _inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
+        None
+    }
     /// A short description, e.g. "tract (CPU)" or "onnxruntime 1.31.1 (CPU)".
     fn describe(&self) -> String;
 }
@@ -100,6 +106,10 @@ pub struct EngineOptions {
     /// How many graph runs may happen at once (parallel tiles); backends that serialise runs per session
     /// keep this many sessions of the tiled graphs.
     pub workers: usize,
+    /// TensorRT: build fp16 engines (LayerNorm kept in fp32; outputs with NaN/Inf are redone in fp32).
+    pub fp16: bool,
+    /// TensorRT: the fixed input size (padded tile, H×W) of the backbone, for its optimisation profile.
+    pub tile_shape: Option<(usize, usize)>,
 }
 
 impl EngineOptions {
@@ -122,6 +132,8 @@ impl EngineOptions {
             threads: (threads / workers).max(1),
             device,
             workers,
+            fp16: false,
+            tile_shape: None,
         }
     }
 }

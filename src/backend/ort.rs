@@ -14,7 +14,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
-use super::{check_len, Engine, EngineOptions, Input, Tensor};
+use super::{check_len, tensorrt, Engine, EngineOptions, Input, Tensor};
 use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
 
@@ -136,9 +136,12 @@ pub struct OrtEngine {
     /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
     /// tiled graphs, so parallel tiles do not queue on one session.
     sessions: Vec<Vec<Mutex<Session>>>,
+    /// fp32 sessions (CUDA), built on first use, that redo outputs an fp16 engine got wrong.
+    fp32: Vec<OnceLock<std::result::Result<Mutex<Session>, String>>>,
+    bundle: Bundle,
+    opts: EngineOptions,
     provider: Provider,
     library: PathBuf,
-    threads: usize,
 }
 
 impl OrtEngine {
@@ -152,16 +155,20 @@ impl OrtEngine {
                 notes.push(why);
                 continue;
             }
-            match Self::sessions(rt, bundle, opts, p) {
-                Ok(sessions) => {
-                    let engine = OrtEngine {
-                        sessions,
-                        provider: p,
-                        library: rt.path.clone(),
-                        threads: opts.threads,
-                    };
-                    return Ok((engine, notes));
-                }
+            let started = Self::sessions(rt, bundle, opts, p).and_then(|sessions| {
+                let engine = OrtEngine {
+                    sessions,
+                    fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
+                    bundle: bundle.clone(),
+                    opts: opts.clone(),
+                    provider: p,
+                    library: rt.path.clone(),
+                };
+                engine.warm_up()?;
+                Ok(engine)
+            });
+            match started {
+                Ok(engine) => return Ok((engine, notes)),
                 Err(e) => notes.push(format!("{}: {e}", p.name())),
             }
         }
@@ -171,37 +178,23 @@ impl OrtEngine {
         )))
     }
 
-    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Vec<Vec<Mutex<Session>>>> {
-        let make = |kind: GraphKind| -> Result<Mutex<Session>> {
-            let g = bundle.graph(kind);
-            let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
-            let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
-            b = b
-                .with_optimization_level(GraphOptimizationLevel::All)
-                .map_err(|e| err(e.to_string()))?;
-            b = b
-                .with_log_level(ort::logging::LogLevel::Error)
-                .map_err(|e| err(e.to_string()))?;
-            b = b.with_inter_threads(1).map_err(|e| err(e.to_string()))?;
-            if opts.threads > 0 {
-                b = b.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
-            }
-            let ep = match p {
-                Provider::Cpu => None,
-                Provider::Cuda => Some(CUDA::default().with_device_id(opts.device).build().error_on_failure()),
-                Provider::TensorRt => Some(
-                    TensorRT::default()
-                        .with_device_id(opts.device)
-                        .build()
-                        .error_on_failure(),
-                ),
-            };
-            if let Some(ep) = ep {
-                b = b.with_execution_providers([ep]).map_err(|e| err(e.to_string()))?;
-            }
-            let s = b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))?;
-            Ok(Mutex::new(s))
+    /// GPU providers build kernels or engines on the first run: do it now, on the tile shape.
+    fn warm_up(&self) -> Result<()> {
+        let (Provider::Cuda | Provider::TensorRt, Some((h, w))) = (self.provider, self.opts.tile_shape) else {
+            return Ok(());
         };
+        let c = self.bundle.spec.input_channels;
+        let d = self.bundle.ipr_dim();
+        let image = vec![0.5f32; c * h * w];
+        let ipr = vec![0.0f32; d];
+        self.run(
+            GraphKind::Backbone,
+            &[Input::F32(&[1, c, h, w], &image), Input::F32(&[1, d], &ipr)],
+        )
+        .map(|_| ())
+    }
+
+    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Vec<Vec<Mutex<Session>>>> {
         GraphKind::ALL
             .into_iter()
             .map(|kind| {
@@ -209,55 +202,163 @@ impl OrtEngine {
                     GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
                     _ => 1,
                 };
-                (0..pool).map(|_| make(kind)).collect::<Result<Vec<_>>>()
+                (0..pool)
+                    .map(|_| session(rt, bundle, opts, kind, p, opts.fp16).map(Mutex::new))
+                    .collect::<Result<Vec<_>>>()
             })
             .collect()
     }
+
+    fn fp32_session(&self, graph: GraphKind) -> Result<&Mutex<Session>> {
+        let slot = self.fp32[graph as usize].get_or_init(|| {
+            let rt = runtime().map_err(|e| e.to_string())?;
+            session(rt, &self.bundle, &self.opts, graph, Provider::Cuda, false)
+                .map(Mutex::new)
+                .map_err(|e| e.to_string())
+        });
+        slot.as_ref()
+            .map_err(|e| Error::graph(graph.name(), format!("fp32 fallback: {e}")))
+    }
+}
+
+/// The TensorRT optimisation profile (min = opt = max) of the backbone for a fixed tile shape.
+pub fn backbone_profile(channels: usize, ipr_dim: usize, tile: (usize, usize)) -> String {
+    format!("image:1x{channels}x{}x{},ipr:1x{ipr_dim}", tile.0, tile.1)
+}
+
+/// One onnxruntime session for `kind` on provider `p`.
+fn session(
+    rt: &Runtime,
+    bundle: &Bundle,
+    opts: &EngineOptions,
+    kind: GraphKind,
+    p: Provider,
+    fp16: bool,
+) -> Result<Session> {
+    let g = bundle.graph(kind);
+    let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
+    let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
+    b = b
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| err(e.to_string()))?;
+    b = b
+        .with_log_level(ort::logging::LogLevel::Error)
+        .map_err(|e| err(e.to_string()))?;
+    b = b.with_inter_threads(1).map_err(|e| err(e.to_string()))?;
+    if opts.threads > 0 {
+        b = b.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
+    }
+    let cuda = || CUDA::default().with_device_id(opts.device).build().error_on_failure();
+    let eps = match p {
+        Provider::Cpu => vec![],
+        Provider::Cuda => vec![cuda()],
+        Provider::TensorRt => {
+            let profile = match (kind, opts.tile_shape) {
+                (GraphKind::Backbone, Some(t)) => backbone_profile(bundle.spec.input_channels, bundle.ipr_dim(), t),
+                _ => String::new(),
+            };
+            let key = tensorrt::CacheKey::new(
+                &g.bytes,
+                &profile,
+                fp16,
+                &tensorrt::gpu_name(opts.device),
+                &tensorrt::tensorrt_version(),
+                ORT_VERSION,
+            );
+            let dir = key.dir(&tensorrt::cache_root());
+            std::fs::create_dir_all(&dir).map_err(|e| err(format!("cache folder {}: {e}", dir.display())))?;
+            let dir = dir.to_string_lossy().into_owned();
+            let mut trt = TensorRT::default()
+                .with_device_id(opts.device)
+                .with_fp16(fp16)
+                .with_layer_norm_fp32_fallback(true)
+                .with_engine_cache(true)
+                .with_engine_cache_path(&dir)
+                .with_timing_cache(true)
+                .with_timing_cache_path(&dir);
+            if !profile.is_empty() {
+                trt = trt
+                    .with_profile_min_shapes(&profile)
+                    .with_profile_opt_shapes(&profile)
+                    .with_profile_max_shapes(&profile);
+            }
+            // Nodes TensorRT does not take run on CUDA.
+            vec![trt.build().error_on_failure(), cuda()]
+        }
+    };
+    if !eps.is_empty() {
+        b = b.with_execution_providers(eps).map_err(|e| err(e.to_string()))?;
+    }
+    b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))
+}
+
+fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+    let err = |e: ort::Error| Error::graph(graph.name(), format!("onnxruntime: {e}"));
+    let names = graph.contract().0;
+    let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
+    for (name, input) in names.iter().zip(inputs) {
+        let v = match *input {
+            Input::F32(shape, data) => {
+                check_len(graph, shape, data.len())?;
+                OrtTensor::from_array((shape.to_vec(), data.to_vec()))
+                    .map_err(err)?
+                    .into_dyn()
+            }
+            Input::I64(shape, data) => {
+                check_len(graph, shape, data.len())?;
+                OrtTensor::from_array((shape.to_vec(), data.to_vec()))
+                    .map_err(err)?
+                    .into_dyn()
+            }
+        };
+        values.push((name, v));
+    }
+    let outputs = session.run(values).map_err(err)?;
+    let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+    Ok(Tensor {
+        shape: shape.iter().map(|&d| d as usize).collect(),
+        data: data.to_vec(),
+    })
 }
 
 impl Engine for OrtEngine {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-        let err = |e: ort::Error| Error::graph(graph.name(), format!("onnxruntime: {e}"));
-        let names = graph.contract().0;
-        let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
-        for (name, input) in names.iter().zip(inputs) {
-            let v = match *input {
-                Input::F32(shape, data) => {
-                    check_len(graph, shape, data.len())?;
-                    OrtTensor::from_array((shape.to_vec(), data.to_vec()))
-                        .map_err(err)?
-                        .into_dyn()
-                }
-                Input::I64(shape, data) => {
-                    check_len(graph, shape, data.len())?;
-                    OrtTensor::from_array((shape.to_vec(), data.to_vec()))
-                        .map_err(err)?
-                        .into_dyn()
-                }
-            };
-            values.push((name, v));
-        }
         let pool = &self.sessions[graph as usize];
         let mut session = pool
             .iter()
             .find_map(|m| m.try_lock().ok())
             .unwrap_or_else(|| pool[0].lock().unwrap_or_else(|e| e.into_inner()));
-        let outputs = session.run(values).map_err(err)?;
-        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
-        Ok(Tensor {
-            shape: shape.iter().map(|&d| d as usize).collect(),
-            data: data.to_vec(),
-        })
+        run_session(&mut session, graph, inputs)
+    }
+
+    fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
+        if !(self.provider == Provider::TensorRt && self.opts.fp16) {
+            return None;
+        }
+        Some(self.fp32_session(graph).and_then(|s| {
+            let mut session = s.lock().unwrap_or_else(|e| e.into_inner());
+            run_session(&mut session, graph, inputs)
+        }))
     }
 
     fn describe(&self) -> String {
-        let threads = if self.threads > 0 {
-            format!(", {} threads", self.threads)
+        let threads = if self.opts.threads > 0 {
+            format!(", {} threads", self.opts.threads)
         } else {
             String::new()
         };
+        let workers = if self.opts.workers > 1 {
+            format!(" x {} workers", self.opts.workers)
+        } else {
+            String::new()
+        };
+        let fp16 = if self.provider == Provider::TensorRt && self.opts.fp16 {
+            " fp16"
+        } else {
+            ""
+        };
         format!(
-            "onnxruntime {} ({}{threads}) from {}",
+            "onnxruntime {} ({}{fp16}{threads}{workers}) from {}",
             ORT_VERSION,
             self.provider.name(),
             self.library.display()

@@ -44,6 +44,7 @@ fn pipeline(name: &str, kind: BackendKind) -> Pipeline {
             threads: 1,
             device: 0,
             workers: 1,
+            ..Default::default()
         },
     )
     .unwrap()

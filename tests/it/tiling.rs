@@ -129,6 +129,7 @@ fn every_tile_receives_the_whole_image_prior() {
             threads: 1,
             device: 0,
             workers: 2,
+            ..Default::default()
         };
         let iprs = Arc::new(Mutex::new(vec![]));
         let spy = Spy {
@@ -165,4 +166,58 @@ fn every_tile_receives_the_whole_image_prior() {
             "{name}: tiled prior differs by {d} (condition {dc})"
         );
     }
+}
+
+/// A reduced-precision engine that produces NaN in some tiles, with or without an fp32 path.
+struct Flaky {
+    inner: Pointwise,
+    has_fp32: bool,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Engine for Flaky {
+    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> diffir::Result<Tensor> {
+        let mut out = self.inner.run(graph, inputs)?;
+        if graph == GraphKind::Backbone && self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 == 1 {
+            out.data[0] = f32::NAN;
+        }
+        Ok(out)
+    }
+    fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<diffir::Result<Tensor>> {
+        self.has_fp32.then(|| self.inner.run(graph, inputs))
+    }
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+}
+
+#[test]
+fn tiles_with_nan_are_redone_in_fp32_or_reported() {
+    let bundle = Bundle::load(bundles_dir().join("sr_x4")).unwrap();
+    let noise = vec![0.1f32; bundle.ipr_dim()];
+    let img = photo(40, 48);
+    let exact = Pipeline::with_engine(bundle.clone(), Box::new(Pointwise { dim: 32 }), String::new(), 1)
+        .unwrap()
+        .restore(&img, None, &noise, &Tiling { tile: 16, overlap: 8 })
+        .unwrap();
+    let flaky = Flaky {
+        inner: Pointwise { dim: 32 },
+        has_fp32: true,
+        calls: Default::default(),
+    };
+    let p = Pipeline::with_engine(bundle.clone(), Box::new(flaky), String::new(), 1).unwrap();
+    let r = p.restore(&img, None, &noise, &Tiling { tile: 16, overlap: 8 }).unwrap();
+    assert!(r.fp32_redos >= 2, "{} redos", r.fp32_redos);
+    assert_eq!(r.image.data, exact.image.data);
+    let flaky = Flaky {
+        inner: Pointwise { dim: 32 },
+        has_fp32: false,
+        calls: Default::default(),
+    };
+    let p = Pipeline::with_engine(bundle, Box::new(flaky), String::new(), 1).unwrap();
+    let e = p
+        .restore(&img, None, &noise, &Tiling { tile: 16, overlap: 8 })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NaN or Inf"), "{e}");
 }
