@@ -38,37 +38,72 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// Model, backend and tiling options shared by `restore` and `bench`.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Model bundle folder.
+pub struct EngineArgs {
+    /// Model bundle folder (default: the built-in x4 model).
     #[arg(long)]
-    pub model: PathBuf,
-    /// Input (LR) size, HxW.
-    #[arg(long, default_value = "128x128", value_parser = parse_size)]
-    pub size: (usize, usize),
+    pub model: Option<PathBuf>,
+    /// auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first.
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
     pub backend: String,
     /// Threads to use in all (0 = every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Tiles run at once (default: chosen per backend).
+    /// Tiles run at once (default: one per thread on the CPU, one on a GPU).
     #[arg(long)]
     pub workers: Option<usize>,
     /// GPU index for the CUDA and TensorRT backends.
     #[arg(long, default_value_t = 0)]
     pub device: i32,
-    /// TensorRT: fp16 engines.
+    /// TensorRT: fp16 engines (LayerNorm kept in fp32; tiles with NaN/Inf are redone in fp32).
     #[arg(long)]
     pub fp16: bool,
+    /// Backbone tile size in input pixels (rounded up to the model's size multiple); 0 = whole image.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
+    pub tile: usize,
+    /// Overlap between backbone tiles in input pixels (at most half a tile), feathered.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
+    pub tile_overlap: usize,
+}
+
+impl EngineArgs {
+    fn kind(&self) -> Result<BackendKind> {
+        self.backend.parse().map_err(Error::Backend)
+    }
+
+    fn bundle(&self) -> Result<Bundle> {
+        Bundle::load_or_builtin(self.model.as_deref())
+    }
+
+    /// Start the backend for `bundle`, say which on stderr, and return the pipeline and its tiling.
+    fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
+        let kind = self.kind()?;
+        let tiling = Tiling {
+            tile: self.tile,
+            overlap: self.tile_overlap,
+        };
+        // A whole-image run is one backbone call: give it every thread.
+        let workers = self.workers.or((tiling.tile == 0).then_some(1));
+        let mut opts = EngineOptions::for_backend(kind, self.threads, workers, self.device);
+        opts.fp16 = self.fp16;
+        opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
+        let pipeline = Pipeline::new(bundle, kind, &opts)?;
+        eprintln!("{}", pipeline.backend_line());
+        Ok((pipeline, tiling))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Input (LR) size, HxW.
+    #[arg(long, default_value = "128x128", value_parser = parse_size)]
+    pub size: (usize, usize),
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Backbone tile size in input pixels; 0 = whole image.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
-    pub tile: usize,
-    /// Overlap between backbone tiles in input pixels.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
-    pub tile_overlap: usize,
 }
 
 fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
@@ -85,27 +120,18 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 
 /// `diffir bench`: returns the text to print.
 pub fn bench(args: &BenchArgs) -> Result<String> {
-    let kind: BackendKind = args.backend.parse().map_err(Error::Backend)?;
-    let bundle = Bundle::load(&args.model)?;
-    let tiling = Tiling {
-        tile: args.tile,
-        overlap: args.tile_overlap,
-    };
-    let mut opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
-    opts.fp16 = args.fp16;
-    opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
-    let pipeline = Pipeline::new(bundle, kind, &opts)?;
-    eprintln!("{}", pipeline.backend_line());
+    let bundle = args.engine.bundle()?;
+    let (pipeline, tiling) = args.engine.start(bundle)?;
     let (h, w) = args.size;
     let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
     let mut out = format!(
-        "model {} ({} x{}), input {h}x{w}, {} tile(s), {} worker(s) x {} thread(s), {} runs after 1 warm-up\n",
+        "model {} ({} x{}), input {h}x{w}, {} tile(s), {} worker(s), --threads {}, {} runs after 1 warm-up\n",
         pipeline.bundle().spec.name,
         pipeline.bundle().task(),
         pipeline.bundle().scale(),
         report.tiles,
-        opts.workers,
-        opts.threads,
+        pipeline.workers(),
+        args.engine.threads,
         report.runs.len()
     );
     for (name, d) in report.median_stages() {
@@ -123,31 +149,8 @@ pub struct RestoreArgs {
     /// Output file (one input file) or folder (several inputs or a folder; created, relative paths kept).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Model bundle folder.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// auto: onnxruntime when its library is found, else tract.
-    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
-    pub backend: String,
-    /// Threads to use in all (0 = every core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Tiles run at once (default: chosen per backend; tract runs tiles in parallel, onnxruntime one at a
-    /// time with all threads inside each run).
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Backbone tile size in input pixels (rounded up to the model's size multiple); 0 = whole image.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
-    pub tile: usize,
-    /// Overlap between backbone tiles in input pixels (at most half a tile), feathered.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
-    pub tile_overlap: usize,
-    /// GPU index for the CUDA and TensorRT backends.
-    #[arg(long, default_value_t = 0)]
-    pub device: i32,
-    /// TensorRT: fp16 engines (LayerNorm kept in fp32; tiles with NaN/Inf are redone in fp32).
-    #[arg(long)]
-    pub fp16: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Seed of the initial prior noise (1 × ipr_dim standard normals). Every input uses the same draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -173,9 +176,9 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Model bundle folder.
+    /// Model bundle folder (default: the built-in x4 model).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
 }
 
 /// One input and where its result goes.
@@ -251,7 +254,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// `diffir info`.
 pub fn info(args: &InfoArgs) -> Result<String> {
-    Ok(Bundle::load(&args.model)?.describe())
+    Ok(Bundle::load_or_builtin(args.model.as_deref())?.describe())
 }
 
 /// Outcome of a batch: how many inputs failed.
@@ -262,8 +265,8 @@ pub struct BatchReport {
 
 /// `diffir restore`: model errors stop everything (Err); per-input errors are collected and the batch goes on.
 pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
-    let kind: BackendKind = args.backend.parse().map_err(Error::Backend)?;
-    let bundle = Bundle::load(&args.model)?;
+    args.engine.kind()?;
+    let bundle = args.engine.bundle()?;
     let noise = match &args.init_noise {
         Some(p) => image_io::read_noise(p, bundle.ipr_dim())?,
         None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
@@ -281,15 +284,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     if jobs.is_empty() {
         return Err(Error::input(&args.inputs[0], "no image files found"));
     }
-    let tiling = Tiling {
-        tile: args.tile,
-        overlap: args.tile_overlap,
-    };
-    let mut opts = EngineOptions::for_backend(kind, args.threads, args.workers, args.device);
-    opts.fp16 = args.fp16;
-    opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
-    let pipeline = Pipeline::new(bundle, kind, &opts)?;
-    eprintln!("{}", pipeline.backend_line());
+    let (pipeline, tiling) = args.engine.start(bundle)?;
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(

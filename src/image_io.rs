@@ -315,23 +315,72 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
     };
     let sixteen = carry.sixteen_bit && matches!(format, OutputFormat::Png | OutputFormat::Tiff);
     let luma = |px: &[f32]| 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
-    // Interleaved samples in [0, 1].
-    let samples = image.data.chunks_exact(3).enumerate().flat_map(|(i, px)| {
-        let a = carry.alpha.map(|a| a[i]);
-        let mut v: [f32; 4] = [0.0; 4];
-        let n = if carry.gray {
-            v[0] = luma(px);
-            1
-        } else {
-            v[..3].copy_from_slice(px);
-            3
-        };
-        if let Some(a) = a {
-            v[n] = a;
-        }
-        v.into_iter().take(channels)
-    });
+    // Interleaved output samples in [0, 1] of pixels `range`.
+    let samples = |range: std::ops::Range<usize>| {
+        image.data[range.start * 3..range.end * 3]
+            .chunks_exact(3)
+            .zip(range)
+            .flat_map(move |(px, i)| {
+                let mut v: [f32; 4] = [0.0; 4];
+                let n = if carry.gray {
+                    v[0] = luma(px);
+                    1
+                } else {
+                    v[..3].copy_from_slice(px);
+                    3
+                };
+                if let Some(a) = carry.alpha {
+                    v[n] = a[i];
+                }
+                v.into_iter().take(channels)
+            })
+    };
+    let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
     write_encoded(path, opts.overwrite, |file| {
+        if format == OutputFormat::Npy {
+            let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())
+                .map_err(|e| e.to_string())?;
+            return arr.write_npy(file).map_err(|e| e.to_string());
+        }
+        if format == OutputFormat::Png {
+            // Streamed row by row: no second full-size copy of a large result.
+            let mut info = png::Info::with_size(w, h);
+            info.color_type = [
+                png::ColorType::Grayscale,
+                png::ColorType::GrayscaleAlpha,
+                png::ColorType::Rgb,
+            ]
+            .get(channels - 1)
+            .copied()
+            .unwrap_or(png::ColorType::Rgba);
+            info.bit_depth = if sixteen {
+                png::BitDepth::Sixteen
+            } else {
+                png::BitDepth::Eight
+            };
+            info.icc_profile = carry.icc.map(|p| std::borrow::Cow::Owned(p.to_vec()));
+            let enc = png::Encoder::with_info(file, info).map_err(|e| e.to_string())?;
+            let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+            let mut stream = writer.stream_writer().map_err(|e| e.to_string())?;
+            let mut row = Vec::with_capacity(image.width * channels * 2);
+            for y in 0..image.height {
+                row.clear();
+                let px = samples(y * image.width..(y + 1) * image.width);
+                if sixteen {
+                    px.for_each(|v| row.extend(to_u16(v).to_be_bytes()));
+                } else {
+                    row.extend(px.map(|v| opts.quantize.to_u8(v)));
+                }
+                stream.write_all(&row).map_err(|e| e.to_string())?;
+            }
+            return stream.finish().map_err(|e| e.to_string());
+        }
+        let all = samples(0..image.height * image.width);
+        let bytes: Vec<u8> = if sixteen {
+            all.flat_map(|v| to_u16(v).to_ne_bytes()).collect()
+        } else {
+            all.map(|v| opts.quantize.to_u8(v)).collect()
+        };
         let color = match (channels, sixteen) {
             (1, false) => ExtendedColorType::L8,
             (2, false) => ExtendedColorType::La8,
@@ -342,21 +391,7 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
             (3, true) => ExtendedColorType::Rgb16,
             _ => ExtendedColorType::Rgba16,
         };
-        if format == OutputFormat::Npy {
-            let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())
-                .map_err(|e| e.to_string())?;
-            return arr.write_npy(file).map_err(|e| e.to_string());
-        }
-        let bytes: Vec<u8> = if sixteen {
-            samples
-                .map(|v| (v.clamp(0.0, 1.0) * 65535.0).round() as u16)
-                .flat_map(|v| v.to_ne_bytes())
-                .collect()
-        } else {
-            samples.map(|v| opts.quantize.to_u8(v)).collect()
-        };
         let mut encoder: Box<dyn ImageEncoderDyn> = match format {
-            OutputFormat::Png => Box::new(image::codecs::png::PngEncoder::new(file)),
             OutputFormat::Jpeg => Box::new(image::codecs::jpeg::JpegEncoder::new_with_quality(
                 file,
                 opts.jpeg_quality.clamp(1, 100),

@@ -8,7 +8,7 @@
 //! ```no_run
 //! use diffir::{BackendKind, Bundle, EngineOptions, Pipeline};
 //!
-//! let bundle = Bundle::load("onnx/model")?;
+//! let bundle = Bundle::builtin()?; // or Bundle::load("path/to/bundle")
 //! let pipeline = Pipeline::new(bundle, BackendKind::Auto, &EngineOptions::default())?;
 //! let image = diffir::image_io::read_image("photo.png".as_ref())?;
 //! let noise = diffir::sampler::seeded_noise(0, pipeline.bundle().ipr_dim());
@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod builtin;
 pub mod bundle;
 pub mod cli;
 pub mod error;

@@ -13,9 +13,9 @@ use crate::sampler;
 use crate::tiling::{self, Blender, TilePlan};
 
 /// Default backbone tile, in input (LR) pixels.
-pub const DEFAULT_TILE: usize = 256;
+pub const DEFAULT_TILE: usize = 128;
 /// Default overlap between backbone tiles, in input pixels.
-pub const DEFAULT_TILE_OVERLAP: usize = 32;
+pub const DEFAULT_TILE_OVERLAP: usize = 16;
 
 /// How an image is split for the backbone (and CPEN).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,8 @@ impl Pipeline {
         }
     }
 
-    fn workers(&self) -> usize {
+    /// How many tiles run at once.
+    pub fn workers(&self) -> usize {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
@@ -299,7 +300,10 @@ impl Pipeline {
         let (x, shape) = preprocess::network_input(image, mask, spec.size_multiple, spec.padding);
         lap(&mut timings.prepare);
         let (hp, wp) = (shape[2], shape[3]);
-        let whole = tiling.tile == 0 || (hp <= tiling.tile && wp <= tiling.tile);
+        let whole = match tiling.tile_shape(spec.size_multiple) {
+            None => true,
+            Some((th, tw)) => hp <= th && wp <= tw,
+        };
         let (condition, cpen_windows) = if whole {
             (self.condition(&x, &shape)?, 1)
         } else {

@@ -213,7 +213,14 @@ def export_bundle(
     try:
         for name, data in graphs.items():
             (staging / GRAPHS[name]["file"]).write_bytes(data)
-        write_bundle_yaml(staging / "bundle.yaml", cfg, {**provenance, "opset": OPSET})
+        defaults = {
+            "checkpoint": "",
+            "checkpoint_sha256": "",
+            "checkpoint_layout": "",
+            "exporter": f"diffir_export {__version__}",
+            "torch": torch.__version__.split("+")[0],
+        }
+        write_bundle_yaml(staging / "bundle.yaml", cfg, {**defaults, **provenance, "opset": OPSET})
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(staging.iterdir(), key=lambda p: p.name == "bundle.yaml"):
             f.replace(out / f.name)

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
 
 use super::{check_len, shape_str, Engine, EngineOptions, Input, Tensor};
@@ -18,10 +19,13 @@ pub struct TractEngine {
     /// Parsed (not yet typed) graphs, one per kind, cloned for each new input shape.
     models: Vec<InferenceModel>,
     plans: Mutex<PlanCache>,
+    /// Threads inside one run (tract's multithreaded matrix products), when more than one.
+    executor: Option<Executor>,
+    threads: usize,
 }
 
 impl TractEngine {
-    pub fn new(bundle: &Bundle, _opts: &EngineOptions) -> Result<Self> {
+    pub fn new(bundle: &Bundle, opts: &EngineOptions) -> Result<Self> {
         let parse = |kind: GraphKind| -> Result<InferenceModel> {
             let g = bundle.graph(kind);
             tract_onnx::onnx().model_for_read(&mut &g.bytes[..]).map_err(|e| {
@@ -34,6 +38,8 @@ impl TractEngine {
         Ok(TractEngine {
             models: GraphKind::ALL.into_iter().map(parse).collect::<Result<_>>()?,
             plans: Mutex::new(HashMap::new()),
+            executor: (opts.threads > 1).then(|| Executor::multithread(opts.threads)),
+            threads: opts.threads.max(1),
         })
     }
 
@@ -92,9 +98,11 @@ impl Engine for TractEngine {
             };
             values.push(t.into_tvalue());
         }
-        let outputs = plan
-            .run(values)
-            .map_err(|e| Error::graph(graph.name(), format!("{e:#}")))?;
+        let outputs = match &self.executor {
+            Some(ex) => multithread_tract_scope(ex.clone(), || plan.run(values)),
+            None => plan.run(values),
+        }
+        .map_err(|e| Error::graph(graph.name(), format!("{e:#}")))?;
         let out = outputs
             .into_iter()
             .next()
@@ -109,6 +117,10 @@ impl Engine for TractEngine {
     }
 
     fn describe(&self) -> String {
-        "tract (CPU)".into()
+        if self.threads > 1 {
+            format!("tract (CPU, {} threads)", self.threads)
+        } else {
+            "tract (CPU)".into()
+        }
     }
 }

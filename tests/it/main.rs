@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per concern.
 
+mod builtin;
 mod bundle_errors;
 mod cli;
 mod common;
