@@ -132,8 +132,9 @@ def main() -> int:
         f"machine: {machine()}; threads: {args.threads}; torch {torch.__version__}, onnxruntime {ort.__version__}, "
         f"diffir {commit.strip()}; median of {args.runs} runs after one warm-up; whole-image restores",
         "",
-        "| model | LR size | PyTorch eager ms | ORT Python ms | diffir ort ms | diffir tract ms | ORT-Py / PyTorch |"
-        " diffir-ort / PyTorch | diffir-ort / ORT-Py | tract / diffir-ort | GFLOP | diffir-ort GFLOP/s |",
+        "| model | LR size | PyTorch eager ms | ORT Python ms | diffir ort ms | diffir tract ms |"
+        " speed-up ORT-Py vs PyTorch | speed-up diffir-ort vs PyTorch | time diffir-ort / ORT-Py |"
+        " time tract / diffir-ort | GFLOP | diffir-ort GFLOP/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
@@ -155,8 +156,8 @@ def main() -> int:
             do = diffir_bench(args.binary, bundle, "ort-cpu", size, args.threads, args.runs)
             dt = diffir_bench(args.binary, bundle, "tract", size, args.threads, args.runs)
             row = (
-                f"| {name} | {size} | {pt:.0f} | {op:.0f} | {do:.0f} | {dt:.0f} | {pt / op:.2f}x faster | "
-                f"{pt / do:.2f}x faster | {do / op:.3f} | {dt / do:.2f} | {flops / 1e9:.1f} | "
+                f"| {name} | {size} | {pt:.0f} | {op:.0f} | {do:.0f} | {dt:.0f} | {pt / op:.2f}× | "
+                f"{pt / do:.2f}× | {do / op:.3f} | {dt / do:.2f} | {flops / 1e9:.1f} | "
                 f"{flops / 1e9 / (do / 1e3):.1f} |"
             )
             lines.append(row)
