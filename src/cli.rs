@@ -352,6 +352,20 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     Ok(report)
 }
 
+/// Print a command's text (exit 0) or its error (exit 2).
+fn print_or_fail(result: Result<String>) -> i32 {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
 /// Parse arguments, run, and return the process exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
@@ -362,26 +376,8 @@ pub fn run() -> i32 {
         }
     };
     match cli.command {
-        Command::Info(args) => match info(&args) {
-            Ok(text) => {
-                print!("{text}");
-                EXIT_OK
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_USAGE
-            }
-        },
-        Command::Bench(args) => match bench(&args) {
-            Ok(text) => {
-                print!("{text}");
-                EXIT_OK
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_USAGE
-            }
-        },
+        Command::Info(args) => print_or_fail(info(&args)),
+        Command::Bench(args) => print_or_fail(bench(&args)),
         Command::Restore(args) => match restore(&args) {
             Ok(report) => {
                 if report.failed.is_empty() {
