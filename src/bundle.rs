@@ -36,6 +36,17 @@ impl Task {
     }
 }
 
+impl Task {
+    /// Inpainting needs a mask; every other task takes none.
+    pub fn check_mask(self, given: bool) -> std::result::Result<(), String> {
+        match (self, given) {
+            (Task::Inpaint, false) => Err("this is an inpainting model: give a --mask".into()),
+            (task, true) if task != Task::Inpaint => Err(format!("a mask was given but this {task} model takes none")),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -211,6 +222,25 @@ pub struct GraphData {
     pub bytes: Arc<[u8]>,
     pub inputs: Vec<IoSignature>,
     pub outputs: Vec<IoSignature>,
+}
+
+impl BundleSpec {
+    /// Pixel-unshuffle factor before G (SR x2 and x1 only).
+    pub fn g_unshuffle(&self) -> usize {
+        match (self.task, self.scale) {
+            (Task::Sr, 2) => 2,
+            (Task::Sr, 1) => 4,
+            _ => 1,
+        }
+    }
+
+    /// Pixel-unshuffle factor before CPEN: CPEN's features are at 1/this of the input resolution.
+    pub fn cpen_unshuffle(&self) -> usize {
+        match self.task {
+            Task::Sr => self.g_unshuffle(),
+            _ => 4,
+        }
+    }
 }
 
 /// A loaded, validated bundle.
@@ -408,12 +438,8 @@ fn validate_spec(s: &BundleSpec) -> std::result::Result<Schedule, String> {
         s.ipr_dim > 0 && s.ipr_dim == m.ipr_dim,
         format!("{} but model.ipr_dim is {}", s.ipr_dim, m.ipr_dim),
     )?;
-    let g_unshuffle = match (s.task, s.scale) {
-        (Task::Sr, 2) => 2,
-        (Task::Sr, 1) => 4,
-        _ => 1,
-    };
-    let multiple = if g_unshuffle == 1 { 8 } else { 8 * g_unshuffle };
+    // G's three 2x downsamplings after its unshuffle; CPEN's unshuffle (4) divides 8.
+    let multiple = 8 * s.g_unshuffle();
     expect(
         "size_multiple",
         s.size_multiple == multiple,
@@ -599,4 +625,40 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_rule() {
+        assert!(Task::Inpaint.check_mask(true).is_ok());
+        assert!(Task::Inpaint.check_mask(false).unwrap_err().contains("--mask"));
+        assert!(Task::Sr.check_mask(false).is_ok());
+        assert!(Task::Deblur.check_mask(true).unwrap_err().contains("takes none"));
+    }
+
+    #[test]
+    fn unshuffle_factors_follow_the_spec() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/bundles/sr_x2/bundle.yaml"
+        ))
+        .unwrap();
+        let mut spec: BundleSpec = serde_yaml::from_str(&text).unwrap();
+        let mut factors = vec![];
+        for (task, scale) in [
+            (Task::Sr, 4),
+            (Task::Sr, 2),
+            (Task::Sr, 1),
+            (Task::Deblur, 1),
+            (Task::Inpaint, 1),
+        ] {
+            spec.task = task;
+            spec.scale = scale;
+            factors.push((spec.g_unshuffle(), spec.cpen_unshuffle()));
+        }
+        assert_eq!(factors, [(1, 1), (2, 2), (4, 4), (1, 4), (1, 4)]);
+    }
 }

@@ -272,14 +272,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
     };
     let mask = args.mask.as_deref().map(image_io::read_mask).transpose()?;
-    let task = bundle.task();
-    if mask.is_some() != (task == crate::bundle::Task::Inpaint) {
-        return Err(Error::Shape(if mask.is_some() {
-            format!("--mask was given but this {task} model takes none")
-        } else {
-            "this is an inpainting model: give a --mask".into()
-        }));
-    }
+    bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
     let jobs = plan_jobs(&args.inputs, &args.output, args.format.as_deref())?;
     if jobs.is_empty() {
         return Err(Error::input(&args.inputs[0], "no image files found"));

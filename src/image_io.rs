@@ -466,11 +466,6 @@ fn write_encoded(
     persist(tmp, path, overwrite)
 }
 
-/// Write bytes through a temporary file in the same folder and rename it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    write_encoded(path, overwrite, |w| w.write_all(bytes).map_err(|e| e.to_string()))
-}
-
 fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result<()> {
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     if overwrite {

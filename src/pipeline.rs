@@ -237,11 +237,7 @@ impl Pipeline {
     /// Returns the condition and the number of windows.
     pub fn condition_tiled(&self, x: &[f32], shape: &[usize; 4], core: usize) -> Result<(Vec<f32>, usize)> {
         let spec = &self.bundle.spec;
-        let unit = match (spec.task, spec.scale) {
-            (Task::Sr, 4) => 1,
-            (Task::Sr, 2) => 2,
-            _ => 4,
-        };
+        let unit = spec.cpen_unshuffle();
         let core = core.div_ceil(unit).max(1) * unit;
         let (hp, wp) = (shape[2], shape[3]);
         let (win_h, ys) = tiling::halo_windows(hp, core, spec.cpen_halo);
@@ -368,16 +364,11 @@ impl Pipeline {
         if image.height == 0 || image.width == 0 {
             return Err(Error::Shape("the image is empty".into()));
         }
-        match (self.bundle.task(), mask) {
-            (Task::Inpaint, None) => Err(Error::Shape("this is an inpainting model: give a --mask".into())),
-            (Task::Inpaint, Some(m)) if (m.height, m.width) != (image.height, image.width) => {
-                Err(Error::Shape(format!(
-                    "mask is {}x{} but the image is {}x{}",
-                    m.width, m.height, image.width, image.height
-                )))
-            }
-            (task, Some(_)) if task != Task::Inpaint => Err(Error::Shape(format!(
-                "a mask was given but this {task} model takes none"
+        self.bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
+        match mask {
+            Some(m) if (m.height, m.width) != (image.height, image.width) => Err(Error::Shape(format!(
+                "mask is {}x{} but the image is {}x{}",
+                m.width, m.height, image.width, image.height
             ))),
             _ => Ok(()),
         }
