@@ -1,8 +1,8 @@
 """GPU check: parity of `diffir` on onnxruntime CUDA (and TensorRT where libnvinfer exists) against its CPU
 result, and speed of PyTorch eager vs onnxruntime on the real-size realsr_x4 backbone at LR 64, 128, 256.
 
-On the GPU machine (onnxruntime-gpu staged as ../shared/device/prepare-ort-gpu.sh describes, so that
-ORT_DYLIB_PATH and LD_LIBRARY_PATH are set; a release `diffir` and a realsr_x4 bundle carried along):
+On a GPU machine with onnxruntime-gpu's library on ORT_DYLIB_PATH (scripts/gpu-check.sh runs this after
+exporting a realsr_x4 bundle):
 
     python3 scripts/gpu_check.py --bundle BUNDLE --binary target/release/diffir [--device cuda]
 
@@ -13,6 +13,8 @@ PyTorch uses the bundle's architecture with random weights (speed does not depen
 from __future__ import annotations
 
 import argparse
+import ctypes.util
+import os
 import re
 import statistics
 import subprocess
@@ -46,9 +48,17 @@ def torch_backbone_ms(model: DiffIRS2, size: int, device: str, runs: int) -> flo
     return statistics.median(times)
 
 
-def diffir_backbone_ms(binary: str, bundle: str, backend: str, size: int, runs: int) -> float | None:
-    cmd = [binary, "bench", "--model", bundle, "--backend", backend, "--size", f"{size}x{size}", "--tile", "0",
-           "--runs", str(runs)]  # fmt: skip
+def engine_flags(backend: str, size: int, cuda_options: list[str]) -> list[str]:
+    """One tile of the whole image, so GPU providers plan for its static shape."""
+    flags = ["--backend", backend, "--tile", str(size)]
+    for o in cuda_options if backend != "ort-cpu" else []:
+        flags += ["--cuda-option", o]
+    return flags
+
+
+def diffir_backbone_ms(binary: str, bundle: str, backend: str, size: int, runs: int, cuda_options) -> float | None:
+    cmd = [binary, "bench", "--model", bundle, "--size", f"{size}x{size}", "--runs", str(runs),
+           *engine_flags(backend, size, cuda_options)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         print(f"  {backend}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -56,7 +66,7 @@ def diffir_backbone_ms(binary: str, bundle: str, backend: str, size: int, runs: 
     return float(re.search(r"backbone:\s+([0-9.]+) ms", r.stdout).group(1))
 
 
-def parity(binary: str, bundle: str, backend: str, size: int) -> float | None:
+def parity(binary: str, bundle: str, backend: str, size: int, cuda_options) -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         img = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
         np.save(f"{tmp}/in.npy", img)
@@ -64,11 +74,19 @@ def parity(binary: str, bundle: str, backend: str, size: int) -> float | None:
         reference = "tract" if backend == "ort-cpu" else "ort-cpu"
         for i, be in enumerate((reference, backend)):
             r = subprocess.run([binary, "restore", f"{tmp}/in.npy", "-o", f"{tmp}/{i}.npy", "--model", bundle,
-                                "--backend", be, "--tile", "0"], capture_output=True, text=True)  # fmt: skip
+                                *engine_flags(be, size, cuda_options)], capture_output=True, text=True)  # fmt: skip
             if r.returncode != 0:
+                print(f"  {be}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
                 return None
             outs.append(np.load(f"{tmp}/{i}.npy"))
         return float(np.abs(outs[0] - outs[1]).max())
+
+
+def has_tensorrt() -> bool:
+    if ctypes.util.find_library("nvinfer"):
+        return True
+    dirs = os.environ.get("LD_LIBRARY_PATH", "").split(":")
+    return any(Path(d).is_dir() and any(Path(d).glob("libnvinfer.so*")) for d in dirs if d)
 
 
 def main() -> int:
@@ -78,25 +96,32 @@ def main() -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--cuda-option", action="append", default=[], help="KEY=VALUE passed to diffir")
     args = p.parse_args()
     meta = yaml.safe_load(Path(args.bundle, "bundle.yaml").read_text())
     torch.manual_seed(0)
     model = DiffIRS2(ModelConfig.from_dict(meta["model"])).eval().to(args.device)
-    backends = ["ort-cuda", "ort-tensorrt"] if args.device == "cuda" else ["ort-cpu"]
+    backends = ["ort-cuda"] if args.device == "cuda" else ["ort-cpu"]
+    if args.device == "cuda" and has_tensorrt():
+        backends.append("ort-tensorrt")
+    elif args.device == "cuda":
+        print("TensorRT: libnvinfer not found, not timed")
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"device: {name}; model {meta['name']}; median of {args.runs} runs after warm-up\n")
-    for be in backends:
-        d = parity(args.binary, args.bundle, be, 64)
-        print(f"parity {be} vs the CPU result at LR 64: " + ("unavailable" if d is None else f"max |diff| = {d:.2e}"))
+    print(f"device: {name}; model {meta['name']}; median of {args.runs} runs after warm-up; "
+          f"diffir options: {' '.join(args.cuda_option) or 'defaults'}\n")  # fmt: skip
     print("\n| LR | PyTorch eager ms | " + " | ".join(f"{b} ms | {b} / PyTorch" for b in backends) + " |")
     print("|---|---|" + "---|---|" * len(backends))
     for size in args.sizes:
         pt = torch_backbone_ms(model, size, args.device, args.runs)
         cells = []
         for be in backends:
-            ms = diffir_backbone_ms(args.binary, args.bundle, be, size, args.runs)
+            ms = diffir_backbone_ms(args.binary, args.bundle, be, size, args.runs, args.cuda_option)
             cells.append("n/a | n/a" if ms is None else f"{ms:.1f} | {ms / pt:.2f}")
         print(f"| {size} | {pt:.1f} | " + " | ".join(cells) + " |", flush=True)
+    print()
+    for be in backends:
+        d = parity(args.binary, args.bundle, be, 64, args.cuda_option)
+        print(f"parity {be} vs the CPU result at LR 64: " + ("unavailable" if d is None else f"max |diff| = {d:.2e}"))
     return 0
 
 

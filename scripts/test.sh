@@ -18,7 +18,7 @@ echo "== installing the onnxruntime library"
 scripts/install-onnxruntime.sh
 
 echo "== python: ruff + pytest"
-(cd export && "$PY" -m ruff check . ../tests/fixtures && "$PY" -m ruff format --check . ../tests/fixtures)
+(cd export && "$PY" -m ruff check . ../tests/fixtures ../scripts && "$PY" -m ruff format --check . ../tests/fixtures ../scripts)
 (cd export && "$PY" -m pytest -q)
 
 echo "== rust: fmt, clippy, tests"

@@ -65,6 +65,16 @@ pub struct EngineArgs {
     /// Overlap between backbone tiles in input pixels (at most half a tile), feathered.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
     pub tile_overlap: usize,
+    /// onnxruntime CUDA provider option, e.g. prefer_nhwc=1 or cudnn_conv_algo_search=HEURISTIC (repeatable).
+    #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub cuda_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
 }
 
 impl EngineArgs {
@@ -88,6 +98,7 @@ impl EngineArgs {
         let mut opts = EngineOptions::for_backend(kind, self.threads, workers, self.device);
         opts.fp16 = self.fp16;
         opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
+        opts.cuda_options = self.cuda_options.clone();
         let pipeline = Pipeline::new(bundle, kind, &opts)?;
         eprintln!("{}", pipeline.backend_line());
         Ok((pipeline, tiling))

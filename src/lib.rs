@@ -23,6 +23,7 @@ pub mod builtin;
 pub mod bundle;
 pub mod cli;
 pub mod error;
+pub mod graph_rewrite;
 pub mod image_io;
 pub mod pipeline;
 pub mod preprocess;

@@ -108,8 +108,11 @@ pub struct EngineOptions {
     pub workers: usize,
     /// TensorRT: build fp16 engines (LayerNorm kept in fp32; outputs with NaN/Inf are redone in fp32).
     pub fp16: bool,
-    /// TensorRT: the fixed input size (padded tile, H×W) of the backbone, for its optimisation profile.
+    /// The fixed input size (padded tile, H×W) of the backbone: TensorRT's optimisation profile, and the
+    /// static shape GPU providers plan for (other sizes run on a second, dynamic-shape session).
     pub tile_shape: Option<(usize, usize)>,
+    /// Extra CUDA execution provider options (`--cuda-option KEY=VALUE`), applied after the defaults.
+    pub cuda_options: Vec<(String, String)>,
 }
 
 impl EngineOptions {
@@ -134,6 +137,7 @@ impl EngineOptions {
             workers,
             fp16: false,
             tile_shape: None,
+            cuda_options: vec![],
         }
     }
 }

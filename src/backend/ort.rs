@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
-use ort::ep::{ExecutionProvider, TensorRT, CPU, CUDA};
+use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider, TensorRT, CPU, CUDA};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
@@ -138,6 +138,9 @@ pub struct OrtEngine {
     sessions: Vec<Vec<Mutex<Session>>>,
     /// fp32 sessions (CUDA), built on first use, that redo outputs an fp16 engine got wrong.
     fp32: Vec<OnceLock<std::result::Result<Mutex<Session>, String>>>,
+    /// GPU providers plan the backbone for the tile shape only; images smaller than one tile run on this
+    /// dynamic-shape session, built on first use.
+    other_shapes: OnceLock<std::result::Result<Mutex<Session>, String>>,
     bundle: Bundle,
     opts: EngineOptions,
     provider: Provider,
@@ -159,6 +162,7 @@ impl OrtEngine {
                 let engine = OrtEngine {
                     sessions,
                     fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
+                    other_shapes: OnceLock::new(),
                     bundle: bundle.clone(),
                     opts: opts.clone(),
                     provider: p,
@@ -202,8 +206,9 @@ impl OrtEngine {
                     GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
                     _ => 1,
                 };
+                let fixed = fixed_shape(p, kind, opts);
                 (0..pool)
-                    .map(|_| session(rt, bundle, opts, kind, p, opts.fp16).map(Mutex::new))
+                    .map(|_| session(rt, bundle, opts, kind, p, opts.fp16, fixed).map(Mutex::new))
                     .collect::<Result<Vec<_>>>()
             })
             .collect()
@@ -212,12 +217,35 @@ impl OrtEngine {
     fn fp32_session(&self, graph: GraphKind) -> Result<&Mutex<Session>> {
         let slot = self.fp32[graph as usize].get_or_init(|| {
             let rt = runtime().map_err(|e| e.to_string())?;
-            session(rt, &self.bundle, &self.opts, graph, Provider::Cuda, false)
+            // Any shape: this session only redoes outputs, of tiles or of whole small images.
+            session(rt, &self.bundle, &self.opts, graph, Provider::Cuda, false, None)
                 .map(Mutex::new)
                 .map_err(|e| e.to_string())
         });
         slot.as_ref()
             .map_err(|e| Error::graph(graph.name(), format!("fp32 fallback: {e}")))
+    }
+
+    /// The session for a backbone input that is not the planned tile shape.
+    fn other_shape_session(&self) -> Result<&Mutex<Session>> {
+        let graph = GraphKind::Backbone;
+        let slot = self.other_shapes.get_or_init(|| {
+            let rt = runtime().map_err(|e| e.to_string())?;
+            session(rt, &self.bundle, &self.opts, graph, self.provider, self.opts.fp16, None)
+                .map(Mutex::new)
+                .map_err(|e| e.to_string())
+        });
+        slot.as_ref()
+            .map_err(|e| Error::graph(graph.name(), format!("dynamic-shape session: {e}")))
+    }
+}
+
+/// The input shape a session is planned for: the backbone's tile on GPU providers (static shapes let
+/// onnxruntime fold the export's shape arithmetic and TensorRT build one engine), else none (any shape).
+pub fn fixed_shape(p: Provider, kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize)> {
+    match (p, kind) {
+        (Provider::Cuda | Provider::TensorRt, GraphKind::Backbone) => opts.tile_shape,
+        _ => None,
     }
 }
 
@@ -234,9 +262,17 @@ fn session(
     kind: GraphKind,
     p: Provider,
     fp16: bool,
+    fixed: Option<(usize, usize)>,
 ) -> Result<Session> {
     let g = bundle.graph(kind);
     let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
+    let rewritten = match p {
+        Provider::Cuda | Provider::TensorRt => {
+            crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes).map_err(|e| err(format!("rewrite: {e}")))?
+        }
+        Provider::Cpu => None,
+    };
+    let bytes: &[u8] = rewritten.as_deref().unwrap_or(&g.bytes);
     let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
     b = b
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -248,7 +284,22 @@ fn session(
     if opts.threads > 0 {
         b = b.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
     }
-    let cuda = || CUDA::default().with_device_id(opts.device).build().error_on_failure();
+    if let Some((h, w)) = fixed {
+        for (name, size) in [("batch", 1), ("height", h), ("width", w)] {
+            b = b
+                .with_dimension_override(name, size as i64)
+                .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    let cuda = || {
+        // onnxruntime's defaults measured fastest on the real model (BENCHMARKS.md: prefer_nhwc made the whole
+        // backbone 8 % slower, use_tf32=0 its convolutions 3-5x slower); `--cuda-option` overrides them.
+        let mut ep = CUDA::default().with_device_id(opts.device);
+        for (k, v) in &opts.cuda_options {
+            ep = ep.with_arbitrary_config(k, v);
+        }
+        ep.build().error_on_failure()
+    };
     let eps = match p {
         // With several workers, each session's arena would keep a tile's worth of activations; without it
         // intermediate tensors are freed after each run (measured in BENCHMARKS.md: peak memory -30 %, time +7 %).
@@ -259,12 +310,12 @@ fn session(
         Provider::Cpu => vec![],
         Provider::Cuda => vec![cuda()],
         Provider::TensorRt => {
-            let profile = match (kind, opts.tile_shape) {
-                (GraphKind::Backbone, Some(t)) => backbone_profile(bundle.spec.input_channels, bundle.ipr_dim(), t),
-                _ => String::new(),
+            let profile = match fixed {
+                Some(t) => backbone_profile(bundle.spec.input_channels, bundle.ipr_dim(), t),
+                None => String::new(),
             };
             let key = tensorrt::CacheKey::new(
-                &g.bytes,
+                bytes,
                 &profile,
                 fp16,
                 &tensorrt::gpu_name(opts.device),
@@ -295,7 +346,7 @@ fn session(
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| err(e.to_string()))?;
     }
-    b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))
+    b.commit_from_memory(bytes).map_err(|e| err(e.to_string()))
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
@@ -329,6 +380,14 @@ fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) ->
 
 impl Engine for OrtEngine {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        if let (Some((h, w)), Some(Input::F32(shape, _))) =
+            (fixed_shape(self.provider, graph, &self.opts), inputs.first())
+        {
+            if shape.len() == 4 && (shape[2], shape[3]) != (h, w) {
+                let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
+                return run_session(&mut session, graph, inputs);
+            }
+        }
         let pool = &self.sessions[graph as usize];
         let mut session = pool
             .iter()
@@ -369,5 +428,30 @@ impl Engine for OrtEngine {
             self.provider.name(),
             self.library.display()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_gpu_backbone_sessions_get_a_static_shape() {
+        let opts = EngineOptions {
+            tile_shape: Some((128, 136)),
+            ..Default::default()
+        };
+        assert_eq!(
+            fixed_shape(Provider::Cuda, GraphKind::Backbone, &opts),
+            Some((128, 136))
+        );
+        assert_eq!(
+            fixed_shape(Provider::TensorRt, GraphKind::Backbone, &opts),
+            Some((128, 136))
+        );
+        assert_eq!(fixed_shape(Provider::Cpu, GraphKind::Backbone, &opts), None);
+        assert_eq!(fixed_shape(Provider::Cuda, GraphKind::CpenFeatures, &opts), None);
+        let whole = EngineOptions::default();
+        assert_eq!(fixed_shape(Provider::Cuda, GraphKind::Backbone, &whole), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: backends and fallback, batches, exit codes, output rules.
 
 use std::path::Path;
+use std::process::Output;
 
 use crate::common::*;
 
@@ -17,6 +18,14 @@ fn input(name: &str) -> String {
 }
 
 const NO_ORT: (&str, &str) = ("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1");
+
+/// `diffir restore` of the sr_x4 fixture's input with the sr_x4 bundle into `out`, plus `extra` arguments.
+fn restore_sr_x4(out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let (input, model) = (input("sr_x4"), model("sr_x4"));
+    let mut args = vec!["restore", &input, "-o", s(out), "--model", &model];
+    args.extend_from_slice(extra);
+    diffir(&args, envs)
+}
 
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut v = vec![];
@@ -46,10 +55,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 fn without_onnxruntime_auto_uses_tract_and_ort_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.png");
-    let o = diffir(
-        &["restore", &input("sr_x4"), "-o", s(&out), "--model", &model("sr_x4")],
-        &[NO_ORT],
-    );
+    let o = restore_sr_x4(&out, &[], &[NO_ORT]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -60,19 +66,7 @@ fn without_onnxruntime_auto_uses_tract_and_ort_exits_2() {
 
     let out2 = tmp.path().join("out2.png");
     for backend in ["ort", "ort-cpu", "ort-cuda", "ort-tensorrt"] {
-        let o = diffir(
-            &[
-                "restore",
-                &input("sr_x4"),
-                "-o",
-                s(&out2),
-                "--model",
-                &model("sr_x4"),
-                "--backend",
-                backend,
-            ],
-            &[NO_ORT],
-        );
+        let o = restore_sr_x4(&out2, &["--backend", backend], &[NO_ORT]);
         assert_eq!(o.status.code(), Some(2), "{backend}");
         let err = stderr(&o);
         assert!(
@@ -89,19 +83,7 @@ fn a_file_that_is_not_onnxruntime_is_an_error_not_a_panic() {
     let fake = tmp.path().join("libonnxruntime.so");
     std::fs::write(&fake, b"not a library").unwrap();
     let out = tmp.path().join("out.png");
-    let o = diffir(
-        &[
-            "restore",
-            &input("sr_x4"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "ort",
-        ],
-        &[("ORT_DYLIB_PATH", s(&fake))],
-    );
+    let o = restore_sr_x4(&out, &["--backend", "ort"], &[("ORT_DYLIB_PATH", s(&fake))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("libonnxruntime.so"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
@@ -111,19 +93,7 @@ fn a_file_that_is_not_onnxruntime_is_an_error_not_a_panic() {
 fn explicit_gpu_backend_without_gpu_build_is_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.png");
-    let o = diffir(
-        &[
-            "restore",
-            &input("sr_x4"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "ort-cuda",
-        ],
-        &[],
-    );
+    let o = restore_sr_x4(&out, &["--backend", "ort-cuda"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("CUDA"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -192,19 +162,7 @@ fn masks_are_required_for_inpainting_only() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o.png");
     let mask = bundles_dir().join("inpaint/mask.png");
-    let o = diffir(
-        &[
-            "restore",
-            &input("sr_x4"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--mask",
-            s(&mask),
-        ],
-        &[],
-    );
+    let o = restore_sr_x4(&out, &["--mask", s(&mask)], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("takes none"), "{}", stderr(&o));
     let o = diffir(
@@ -248,19 +206,7 @@ fn seed_changes_the_result_and_is_reproducible() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |seed: &str, name: &str| {
         let out = tmp.path().join(name);
-        let o = diffir(
-            &[
-                "restore",
-                &input("sr_x4"),
-                "-o",
-                s(&out),
-                "--model",
-                &model("sr_x4"),
-                "--seed",
-                seed,
-            ],
-            &[],
-        );
+        let o = restore_sr_x4(&out, &["--seed", seed], &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         let a: ndarray::Array3<f32> = ndarray_npy::read_npy(&out).unwrap();
         a
@@ -278,19 +224,7 @@ fn bad_noise_files_are_rejected() {
     let noise = tmp.path().join("noise.npy");
     ndarray_npy::write_npy(&noise, &ndarray::Array2::<f32>::zeros((1, 7))).unwrap();
     let out = tmp.path().join("o.png");
-    let o = diffir(
-        &[
-            "restore",
-            &input("sr_x4"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--init-noise",
-            s(&noise),
-        ],
-        &[],
-    );
+    let o = restore_sr_x4(&out, &["--init-noise", s(&noise)], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("noise has 7 values; the model needs 1×32"),
@@ -336,4 +270,20 @@ fn output_formats_follow_the_extension() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown output extension"));
+}
+
+#[test]
+fn cuda_options_must_be_key_value_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.png");
+    for bad in ["prefer_nhwc", "=1", "prefer_nhwc="] {
+        let o = restore_sr_x4(&out, &["--cuda-option", bad], &[]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(stderr(&o).contains("is not KEY=VALUE"), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+    // well-formed options only reach the CUDA provider; on the CPU they change nothing
+    let o = restore_sr_x4(&out, &["--backend", "tract", "--cuda-option", "prefer_nhwc=1"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(out.exists());
 }

@@ -24,12 +24,16 @@ class LayerNormBody(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels)) if with_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(dim=1, keepdim=True)
-        var = (x - mu).pow(2).mean(dim=1, keepdim=True)
+        reduced = x.dtype != torch.float32  # reduced-precision graphs keep the channel reduction in float32
+        y = x.float() if reduced else x
+        mu = y.mean(dim=1, keepdim=True)
+        var = (y - mu).pow(2).mean(dim=1, keepdim=True)
         w = self.weight.view(1, -1, 1, 1)
         if self.bias is None:
-            return x / torch.sqrt(var + LN_EPS) * w
-        return (x - mu) / torch.sqrt(var + LN_EPS) * w + self.bias.view(1, -1, 1, 1)
+            y = y / torch.sqrt(var + LN_EPS) * w
+        else:
+            y = (y - mu) / torch.sqrt(var + LN_EPS) * w + self.bias.view(1, -1, 1, 1)
+        return y.to(x.dtype) if reduced else y
 
 
 class LayerNorm(nn.Module):
@@ -69,10 +73,15 @@ class Attention(nn.Module):
         q = q.reshape(b, self.heads, c // self.heads, h * w)
         k = k.reshape(b, self.heads, c // self.heads, h * w)
         v = v.reshape(b, self.heads, c // self.heads, h * w)
+        reduced = v.dtype != torch.float32  # reduced precision: the H·W reductions and the softmax stay float32
+        temperature = self.temperature.float() if reduced else self.temperature
+        if reduced:
+            q, k = q.float(), k.float()
         q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         k = k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        attn = attn.softmax(dim=-1)
+        attn = ((q @ k.transpose(-2, -1)) * temperature).softmax(dim=-1)
+        if reduced:
+            attn = attn.to(v.dtype)
         out = (attn @ v).reshape(b, c, h, w)
         return self.project_out(out)
 
