@@ -129,7 +129,7 @@ def micro(args, rows: list) -> None:
         feeds = {f"x{i}": x.cpu().numpy() for i, x in enumerate(xs)}
         for vname, opts in variants:
             try:
-                ms, got = time_ort(session(model, opts), feeds, y.shape, got_dtype(half), args.runs)
+                ms, got = time_ort(session(model, opts), feeds, y.shape, np.float16 if half else np.float32, args.runs)
                 err = float(np.abs(got.astype(np.float32) - y.float().cpu().numpy()).max())
                 rows.append((name, vname, pt, ms, err))
             except Exception as e:  # noqa: BLE001 - report and go on
@@ -154,10 +154,6 @@ def micro(args, rows: list) -> None:
     case("LayerNorm BiasFree 128ch", LayerNormBody(128, with_bias=False), [(1, 128, s, s)])
     case("L2 normalise over HW", Fn(lambda q: q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)), [(1, 1, 128, s * s)])
     case("GELU gate 562ch", Fn(lambda x: F.gelu(x[:, :281]) * x[:, 281:]), [(1, 562, s, s)])
-
-
-def got_dtype(half: bool):
-    return np.float16 if half else np.float32
 
 
 def fmt_micro(r) -> str:
@@ -189,11 +185,6 @@ def kernel_table(prof, top: int) -> list[tuple[str, float, int]]:
         a = agg.setdefault(e.name, [0.0, 0])
         a[0] += e.time_range.elapsed_us() / 1e3
         a[1] += 1
-    if not agg:  # older layouts: kernels only reachable through the aggregated view
-        for k in prof.key_averages():
-            t = getattr(k, "self_device_time_total", 0) or getattr(k, "self_cuda_time_total", 0)
-            if t > 0 and k.self_cpu_time_total == 0:
-                agg[k.key] = [t / 1e3, k.count]
     total = sum(a[0] for a in agg.values())
     rows = sorted(((n[:90], a[0], a[1]) for n, a in agg.items()), key=lambda r: -r[1])
     return [("TOTAL", total, sum(a[1] for a in agg.values()))] + rows[:top]

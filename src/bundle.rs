@@ -308,6 +308,14 @@ impl Bundle {
         })
     }
 
+    /// The same bundle with one graph replaced by an equivalent one (same inputs and outputs), such as a
+    /// provider-specific rewrite.
+    pub fn with_graph_bytes(&self, kind: GraphKind, bytes: Vec<u8>) -> Bundle {
+        let mut b = self.clone();
+        b.graphs[kind as usize].bytes = bytes.into();
+        b
+    }
+
     pub fn graph(&self, kind: GraphKind) -> &GraphData {
         &self.graphs[kind as usize]
     }

@@ -21,18 +21,18 @@ from torch import nn
 from diffir_export.arch.dirformer import Attention, DIRformer, FeedForward
 
 
-def _grouped(conv: nn.Conv2d, per_group: int, channels: int) -> nn.Conv2d:
-    """A block-diagonal grouped copy of depthwise `conv`, zero-padded to `channels` channels."""
+def _grouped(conv: nn.Conv2d, per_group: int, rows: list[int], channels: int) -> nn.Conv2d:
+    """A block-diagonal grouped copy of depthwise `conv` with `channels` channels, its channel i moved to rows[i]
+    (the other channels are exact zeros)."""
     old = conv.weight.detach()  # (C, 1, 3, 3)
-    c = old.shape[0]
     new = nn.Conv2d(channels, channels, 3, padding=1, groups=channels // per_group, bias=conv.bias is not None)
     w = torch.zeros(channels, per_group, 3, 3, dtype=old.dtype)
-    idx = torch.arange(c)
+    idx = torch.tensor(rows)
     w[idx, idx % per_group] = old[:, 0]
     new.weight = nn.Parameter(w)
     if conv.bias is not None:
         b = torch.zeros(channels, dtype=old.dtype)
-        b[:c] = conv.bias.detach()
+        b[idx] = conv.bias.detach()
         new.bias = nn.Parameter(b)
     return new
 
@@ -70,24 +70,13 @@ def group_depthwise(g: DIRformer, per_group: int) -> DIRformer:
         if isinstance(m, Attention):
             c = m.qkv_dwconv.in_channels
             k = math.gcd(per_group, c)
-            m.qkv_dwconv = _grouped(m.qkv_dwconv, k, c)
+            m.qkv_dwconv = _grouped(m.qkv_dwconv, k, list(range(c)), c)
         elif isinstance(m, FeedForward):
             h = m.hidden
             hp = -(-h // per_group) * per_group
             rows = list(range(h)) + list(range(hp, hp + h))
             m.project_in = _pad_rows(m.project_in, rows, 2 * hp)
-            dw = m.dwconv
-            # dwconv channel i of the old layout sits at rows[i] of the new one.
-            old = dw.weight.detach()
-            perm = torch.zeros(2 * hp, 1, 3, 3, dtype=old.dtype)
-            perm[rows] = old
-            dw_pad = nn.Conv2d(2 * hp, 2 * hp, 3, padding=1, groups=2 * hp, bias=dw.bias is not None)
-            dw_pad.weight = nn.Parameter(perm)
-            if dw.bias is not None:
-                b = torch.zeros(2 * hp, dtype=old.dtype)
-                b[rows] = dw.bias.detach()
-                dw_pad.bias = nn.Parameter(b)
-            m.dwconv = _grouped(dw_pad, per_group, 2 * hp)
+            m.dwconv = _grouped(m.dwconv, per_group, rows, 2 * hp)
             m.project_out = _pad_cols(m.project_out, hp)
             m.hidden = hp
     return g

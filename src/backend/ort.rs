@@ -158,12 +158,12 @@ impl OrtEngine {
                 notes.push(why);
                 continue;
             }
-            let started = Self::sessions(rt, bundle, opts, p).and_then(|sessions| {
+            let started = for_provider(bundle, p).and_then(|bundle| {
                 let engine = OrtEngine {
-                    sessions,
+                    sessions: Self::sessions(rt, &bundle, opts, p)?,
                     fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
                     other_shapes: OnceLock::new(),
-                    bundle: bundle.clone(),
+                    bundle,
                     opts: opts.clone(),
                     provider: p,
                     library: rt.path.clone(),
@@ -240,6 +240,24 @@ impl OrtEngine {
     }
 }
 
+/// The bundle as provider `p` runs it: on GPU providers every `ReduceL2` is rewritten (crate::graph_rewrite),
+/// once per engine, so every session of the engine (pool, fp32 redo, other shapes) shares the result.
+fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
+    let mut out = bundle.clone();
+    if p == Provider::Cpu {
+        return Ok(out);
+    }
+    for kind in GraphKind::ALL {
+        let g = bundle.graph(kind);
+        let rewritten = crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes)
+            .map_err(|e| Error::graph(kind.name(), format!("{}: rewrite: {e}", g.origin.display())))?;
+        if let Some(bytes) = rewritten {
+            out = out.with_graph_bytes(kind, bytes);
+        }
+    }
+    Ok(out)
+}
+
 /// The input shape a session is planned for: the backbone's tile on GPU providers (static shapes let
 /// onnxruntime fold the export's shape arithmetic and TensorRT build one engine), else none (any shape).
 pub fn fixed_shape(p: Provider, kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize)> {
@@ -266,13 +284,6 @@ fn session(
 ) -> Result<Session> {
     let g = bundle.graph(kind);
     let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
-    let rewritten = match p {
-        Provider::Cuda | Provider::TensorRt => {
-            crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes).map_err(|e| err(format!("rewrite: {e}")))?
-        }
-        Provider::Cpu => None,
-    };
-    let bytes: &[u8] = rewritten.as_deref().unwrap_or(&g.bytes);
     let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
     b = b
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -315,7 +326,7 @@ fn session(
                 None => String::new(),
             };
             let key = tensorrt::CacheKey::new(
-                bytes,
+                &g.bytes,
                 &profile,
                 fp16,
                 &tensorrt::gpu_name(opts.device),
@@ -346,7 +357,7 @@ fn session(
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| err(e.to_string()))?;
     }
-    b.commit_from_memory(bytes).map_err(|e| err(e.to_string()))
+    b.commit_from_memory(&g.bytes).map_err(|e| err(e.to_string()))
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {

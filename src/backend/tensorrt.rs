@@ -141,55 +141,36 @@ mod tests {
         let base = key().folder_name();
         assert_eq!(base, key().folder_name(), "stable");
         assert_eq!(base.len(), 32);
+        let graph = CacheKey::new(
+            b"graph2",
+            &key().profile,
+            false,
+            &key().gpu,
+            &key().tensorrt,
+            &key().onnxruntime,
+        );
         let variants = [
-            CacheKey::new(
-                b"graph2",
-                "image:1x3x256x256,ipr:1x64",
-                false,
-                "NVIDIA H200",
-                "10.13.0",
-                "1.31.1",
-            ),
-            CacheKey::new(
-                b"graph",
-                "image:1x3x128x128,ipr:1x64",
-                false,
-                "NVIDIA H200",
-                "10.13.0",
-                "1.31.1",
-            ),
-            CacheKey::new(
-                b"graph",
-                "image:1x3x256x256,ipr:1x64",
-                true,
-                "NVIDIA H200",
-                "10.13.0",
-                "1.31.1",
-            ),
-            CacheKey::new(
-                b"graph",
-                "image:1x3x256x256,ipr:1x64",
-                false,
-                "NVIDIA H100",
-                "10.13.0",
-                "1.31.1",
-            ),
-            CacheKey::new(
-                b"graph",
-                "image:1x3x256x256,ipr:1x64",
-                false,
-                "NVIDIA H200",
-                "10.14.1",
-                "1.31.1",
-            ),
-            CacheKey::new(
-                b"graph",
-                "image:1x3x256x256,ipr:1x64",
-                false,
-                "NVIDIA H200",
-                "10.13.0",
-                "1.32.0",
-            ),
+            graph,
+            CacheKey {
+                profile: "image:1x3x128x128,ipr:1x64".into(),
+                ..key()
+            },
+            CacheKey {
+                precision: "fp16".into(),
+                ..key()
+            },
+            CacheKey {
+                gpu: "NVIDIA H100".into(),
+                ..key()
+            },
+            CacheKey {
+                tensorrt: "10.14.1".into(),
+                ..key()
+            },
+            CacheKey {
+                onnxruntime: "1.32.0".into(),
+                ..key()
+            },
         ];
         let mut seen = std::collections::HashSet::from([base]);
         for v in variants {

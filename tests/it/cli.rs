@@ -19,12 +19,16 @@ fn input(name: &str) -> String {
 
 const NO_ORT: (&str, &str) = ("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1");
 
-/// `diffir restore` of the sr_x4 fixture's input with the sr_x4 bundle into `out`, plus `extra` arguments.
-fn restore_sr_x4(out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
-    let (input, model) = (input("sr_x4"), model("sr_x4"));
+/// `diffir restore` of fixture `image`'s input with bundle `bundle` into `out`, plus `extra` arguments.
+fn restore(image: &str, bundle: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let (input, model) = (input(image), model(bundle));
     let mut args = vec!["restore", &input, "-o", s(out), "--model", &model];
     args.extend_from_slice(extra);
     diffir(&args, envs)
+}
+
+fn restore_sr_x4(out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    restore("sr_x4", "sr_x4", out, extra, envs)
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -135,23 +139,11 @@ fn existing_outputs_are_kept_without_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out.png");
     std::fs::write(&out, b"precious").unwrap();
-    let args = [
-        "restore",
-        &input("sr_x4"),
-        "-o",
-        s(&out),
-        "--model",
-        &model("sr_x4"),
-        "--backend",
-        "tract",
-    ];
-    let o = diffir(&args, &[]);
+    let o = restore_sr_x4(&out, &["--backend", "tract"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
-    let mut args = args.to_vec();
-    args.push("--overwrite");
-    let o = diffir(&args, &[]);
+    let o = restore_sr_x4(&out, &["--backend", "tract", "--overwrite"], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(image::image_dimensions(&out).unwrap(), (120, 84));
     assert!(leftovers(tmp.path()).is_empty());
@@ -165,33 +157,11 @@ fn masks_are_required_for_inpainting_only() {
     let o = restore_sr_x4(&out, &["--mask", s(&mask)], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("takes none"), "{}", stderr(&o));
-    let o = diffir(
-        &[
-            "restore",
-            &input("inpaint"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("inpaint"),
-        ],
-        &[],
-    );
+    let o = restore("inpaint", "inpaint", &out, &[], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--mask"), "{}", stderr(&o));
     // A mask of the wrong size fails that input (exit 1), naming both sizes.
-    let o = diffir(
-        &[
-            "restore",
-            &input("sr_x4"),
-            "-o",
-            s(&out),
-            "--model",
-            &model("inpaint"),
-            "--mask",
-            s(&mask),
-        ],
-        &[],
-    );
+    let o = restore("sr_x4", "inpaint", &out, &["--mask", s(&mask)], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("mask is 33x27 but the image is 30x21"),
@@ -256,18 +226,12 @@ fn output_formats_follow_the_extension() {
     let tmp = tempfile::tempdir().unwrap();
     for ext in ["png", "jpg", "webp", "tif"] {
         let out = tmp.path().join(format!("o.{ext}"));
-        let o = diffir(
-            &["restore", &input("deblur"), "-o", s(&out), "--model", &model("deblur")],
-            &[],
-        );
+        let o = restore("deblur", "deblur", &out, &[], &[]);
         assert!(o.status.success(), "{ext}: {}", stderr(&o));
         assert_eq!(image::image_dimensions(&out).unwrap(), (35, 29), "{ext}");
     }
     let out = tmp.path().join("o.gif");
-    let o = diffir(
-        &["restore", &input("deblur"), "-o", s(&out), "--model", &model("deblur")],
-        &[],
-    );
+    let o = restore("deblur", "deblur", &out, &[], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown output extension"));
 }
