@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use diffir::backend::{self, BackendKind, EngineOptions, Input};
 use diffir::tiling::{Blender, TilePlan};
-use diffir::{Bundle, GraphKind, Pipeline, Tiling};
+use diffir::{Bundle, GraphKind, Pipeline, PlanRequest, Tiling};
 
 fn backends(bundle: &Bundle) -> Vec<(&'static str, Box<dyn backend::Engine>)> {
     let opts = EngineOptions {
@@ -96,8 +96,7 @@ fn end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("restore_builtin_128");
     g.sample_size(10);
     for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
-        let opts = EngineOptions::for_backend(kind, 0, None, 0);
-        let Ok(p) = Pipeline::new(bundle.clone(), kind, &opts) else {
+        let Ok(p) = Pipeline::start(bundle.clone(), kind, &PlanRequest::default(), &[]) else {
             continue;
         };
         let noise = diffir::sampler::seeded_noise(0, bundle.ipr_dim());

@@ -7,12 +7,15 @@
 #
 #   bash scripts/gpu-check.sh OUT_DIR [DIFFIR_BINARY] [ORT_PY_TARBALL]
 #
-# 1. scripts/gpu_study.py: where onnxruntime CUDA's time goes on the real-size realsr_x4 backbone (per-op
-#    micro-benchmarks, steady-state kernel profiles) and which graph/option variant is fastest; it exports a
-#    realsr_x4 bundle (random weights) with the fastest exact variant.
-# 2. scripts/gpu_check.py: diffir itself on that bundle: parity of onnxruntime CUDA (and TensorRT where its
-#    libraries exist) against the CPU result, and PyTorch eager vs diffir at LR 64, 128 and 256.
-# ORT_PY_TARBALL (optional): onnxruntime-gpu's Python package without its CUDA provider (tar.xz), for step 1;
+# 1. scripts/gpu_check.py (at most CHECK_TIMEOUT, default 420 s): exports a real-size realsr_x4 bundle with
+#    random weights and its fp16 backbone, checks diffir's parity on CUDA (fp32 against the CPU result, fp16
+#    against fp32), prints one table of PyTorch eager fp32 / fp16 autocast vs diffir fp32 / fp16 at LR 64, 128
+#    and 256, and the output megapixels per second of a 2048x2048 -> 8192x8192 restore with default tiling,
+#    for diffir and for PyTorch running the same tiles one at a time.
+# 2. With STUDY=1 first: scripts/gpu_study.py, where onnxruntime CUDA's time goes (per-op micro-benchmarks,
+#    kernel profiles, graph and option variants); it adds minutes, so the default run leaves it out.
+# CHECK_ARGS: e.g. --cuda-option KEY=VALUE, passed to diffir.
+# ORT_PY_TARBALL (optional): onnxruntime-gpu's Python package without its CUDA provider (tar.xz), for step 2;
 # the provider staged for diffir is linked into it.
 set -uo pipefail
 OUT=${1:?usage: gpu-check.sh OUT_DIR [DIFFIR_BINARY] [ORT_PY_TARBALL]}
@@ -29,18 +32,10 @@ if [ -n "$PYTAR" ]; then
 fi
 python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())'
 BUNDLE=/tmp/realsr_x4-random
-# STUDY_ARGS: e.g. --skip-micro (the per-op table) or --grouped 8 16 (grouped-depthwise variants)
-timeout "${STUDY_TIMEOUT:-300}" python3 scripts/gpu_study.py --json "$OUT/gpu_study.json" --trace-dir "$OUT" \
-    --bundle-out $BUNDLE ${STUDY_ARGS:-} 2>&1 | grep -v 'No registered plugin EP' | tee "$OUT/gpu_study.log"
-OPTS=()
-if [ -f "$OUT/gpu_study.json" ]; then
-    # the best exact variant's CUDA options, for diffir
-    while read -r kv; do [ -n "$kv" ] && OPTS+=(--cuda-option "$kv"); done < <(python3 -c '
-import json, sys
-best = json.load(open(sys.argv[1]))["best"]
-print("\n".join(f"{k}={v}" for k, v in best[2].items()))' "$OUT/gpu_study.json")
+if [ "${STUDY:-0}" = 1 ]; then
+    # STUDY_ARGS: e.g. --skip-micro (the per-op table) or --grouped 8 16 (grouped-depthwise variants)
+    timeout "${STUDY_TIMEOUT:-300}" python3 scripts/gpu_study.py --json "$OUT/gpu_study.json" --trace-dir "$OUT" \
+        ${STUDY_ARGS:-} 2>&1 | grep -v 'No registered plugin EP' | tee "$OUT/gpu_study.log"
 fi
-if [ -f $BUNDLE/bundle.yaml ]; then
-    timeout "${CHECK_TIMEOUT:-130}" python3 scripts/gpu_check.py --bundle $BUNDLE --binary "$BIN" "${OPTS[@]}" 2>&1 \
-        | tee "$OUT/gpu_check.log"
-fi
+timeout "${CHECK_TIMEOUT:-420}" python3 scripts/gpu_check.py --bundle $BUNDLE --binary "$BIN" ${CHECK_ARGS:-} 2>&1 \
+    | tee "$OUT/gpu_check.log"

@@ -1,20 +1,26 @@
-"""GPU check: parity of `diffir` on onnxruntime CUDA (and TensorRT where libnvinfer exists) against its CPU
-result, and speed of PyTorch eager vs onnxruntime on the real-size realsr_x4 backbone at LR 64, 128, 256.
+"""GPU check of the runtime: parity of `diffir` on onnxruntime CUDA against its CPU result, fp16 against fp32,
+one side-by-side speed table, and the throughput of a large x4 restore.
 
-On a GPU machine with onnxruntime-gpu's library on ORT_DYLIB_PATH (scripts/gpu-check.sh runs this after
-exporting a realsr_x4 bundle):
+On a GPU machine with onnxruntime-gpu's library on ORT_DYLIB_PATH (scripts/gpu-check.sh runs this):
 
     python3 scripts/gpu_check.py --bundle BUNDLE --binary target/release/diffir [--device cuda]
 
-`--device cpu` runs the same steps on the CPU (PyTorch on CPU, the ort-cpu backend) to check the script.
-PyTorch uses the bundle's architecture with random weights (speed does not depend on weight values).
+1. A real-size realsr_x4 bundle with random weights and its fp16 backbone is exported to BUNDLE unless one is
+   there (speed does not depend on weight values).
+2. Parity at LR 64: diffir fp32 on CUDA against diffir on the onnxruntime CPU provider (max |diff| <= 1e-4),
+   and diffir fp16 against diffir fp32 on CUDA (PSNR >= 45 dB).
+3. The table, LR 64/128/256, one tile of the whole image, backbone only, median of --runs after warm-up:
+   PyTorch eager fp32 (its defaults, TF32 convolutions on), PyTorch fp16 autocast, diffir fp32, diffir fp16.
+4. A 2048x2048 -> 8192x8192 x4 restore with diffir's default tiling on one GPU (output megapixels per second,
+   whole restore), and PyTorch eager running the same tiles one at a time (backbone only).
+
+`--device cpu` runs the same steps on the CPU (ort-cpu) with small sizes, to check the script itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes.util
-import os
+import math
 import re
 import statistics
 import subprocess
@@ -27,17 +33,34 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "export"))
 from diffir_export.arch import DiffIRS2  # noqa: E402
 from diffir_export.config import ModelConfig  # noqa: E402
 
+FP32_PARITY = 1e-4
+FP16_MIN_PSNR = 45.0
 
-def torch_backbone_ms(model: DiffIRS2, size: int, device: str, runs: int) -> float:
+
+def export_bundle_if_missing(path: Path) -> None:
+    if (path / "bundle.yaml").exists():
+        return
+    from diffir_export.onnx_export import export_bundle
+
+    cfg = ModelConfig.load(ROOT / "configs" / "realsr_x4.yaml")
+    torch.manual_seed(0)
+    model = DiffIRS2(cfg).eval()
+    t = time.perf_counter()
+    export_bundle(model, cfg, path, {"checkpoint": "random weights (gpu_check)"}, log=lambda s: None, fp16=True)
+    print(f"exported {path} with its fp16 backbone in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def torch_ms(model: DiffIRS2, size: int, device: str, runs: int, fp16: bool) -> float:
     x = torch.rand(1, 3, size, size, device=device)
     ipr = torch.rand(1, model.cfg.ipr_dim, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device, dtype=torch.float16, enabled=fp16):
         for i in range(runs + 3):
             sync()
             t = time.perf_counter()
@@ -48,80 +71,117 @@ def torch_backbone_ms(model: DiffIRS2, size: int, device: str, runs: int) -> flo
     return statistics.median(times)
 
 
-def engine_flags(backend: str, size: int, cuda_options: list[str]) -> list[str]:
-    """One tile of the whole image, so GPU providers plan for its static shape."""
-    flags = ["--backend", backend, "--tile", str(size)]
-    for o in cuda_options if backend != "ort-cpu" else []:
-        flags += ["--cuda-option", o]
-    return flags
-
-
-def diffir_backbone_ms(binary: str, bundle: str, backend: str, size: int, runs: int, cuda_options) -> float | None:
-    cmd = [binary, "bench", "--model", bundle, "--size", f"{size}x{size}", "--runs", str(runs),
-           *engine_flags(backend, size, cuda_options)]  # fmt: skip
+def run(cmd: list[str]) -> subprocess.CompletedProcess | None:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
-        print(f"  {backend}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else str(r.returncode)
+        print(f"  failed: {' '.join(cmd[1:4])}…: {last}", flush=True)
         return None
-    return float(re.search(r"backbone:\s+([0-9.]+) ms", r.stdout).group(1))
+    return r
 
 
-def parity(binary: str, bundle: str, backend: str, size: int, cuda_options) -> float | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        img = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
-        np.save(f"{tmp}/in.npy", img)
-        outs = []
-        reference = "tract" if backend == "ort-cpu" else "ort-cpu"
-        for i, be in enumerate((reference, backend)):
-            r = subprocess.run([binary, "restore", f"{tmp}/in.npy", "-o", f"{tmp}/{i}.npy", "--model", bundle,
-                                *engine_flags(be, size, cuda_options)], capture_output=True, text=True)  # fmt: skip
-            if r.returncode != 0:
-                print(f"  {be}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-                return None
-            outs.append(np.load(f"{tmp}/{i}.npy"))
-        return float(np.abs(outs[0] - outs[1]).max())
+def bench(binary: str, bundle: str, backend: str, size: int, runs: int, extra: list[str]) -> tuple[float, str] | None:
+    """(backbone ms, stderr) of `diffir bench` on one tile of the whole image."""
+    r = run([binary, "bench", "--model", bundle, "--backend", backend, "--size", f"{size}x{size}",
+             "--runs", str(runs), "--tile", str(size), *extra])  # fmt: skip
+    if r is None:
+        return None
+    return float(re.search(r"backbone:\s+([0-9.]+) ms", r.stdout).group(1)), r.stderr
 
 
-def has_tensorrt() -> bool:
-    if ctypes.util.find_library("nvinfer"):
-        return True
-    dirs = os.environ.get("LD_LIBRARY_PATH", "").split(":")
-    return any(Path(d).is_dir() and any(Path(d).glob("libnvinfer.so*")) for d in dirs if d)
+def restore(binary: str, bundle: str, backend: str, img: Path, out: Path, extra: list[str]) -> np.ndarray | None:
+    r = run([binary, "restore", str(img), "-o", str(out), "--model", bundle, "--backend", backend, *extra])
+    return None if r is None else np.load(out)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def tiles(length: int, tile: int, overlap: int) -> int:
+    """How many tiles diffir's plan puts along one axis (steps of tile - overlap, the last shifted inward)."""
+    if tile >= length:
+        return 1
+    return math.ceil((length - tile) / (tile - overlap)) + 1
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", required=True)
+    p.add_argument("--bundle", default="/tmp/realsr_x4-random")
     p.add_argument("--binary", default="target/release/diffir")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--sizes", type=int, nargs="+")
+    p.add_argument("--big", type=int, help="input side of the throughput run (default 2048; 128 on the CPU)")
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--cuda-option", action="append", default=[], help="KEY=VALUE passed to diffir")
     args = p.parse_args()
-    meta = yaml.safe_load(Path(args.bundle, "bundle.yaml").read_text())
+    gpu = args.device == "cuda"
+    sizes = args.sizes or ([64, 128, 256] if gpu else [32, 64])
+    big = args.big or (2048 if gpu else 128)
+    bundle = Path(args.bundle)
+    export_bundle_if_missing(bundle)
+    meta = yaml.safe_load((bundle / "bundle.yaml").read_text())
     torch.manual_seed(0)
     model = DiffIRS2(ModelConfig.from_dict(meta["model"])).eval().to(args.device)
-    backends = ["ort-cuda"] if args.device == "cuda" else ["ort-cpu"]
-    if args.device == "cuda" and has_tensorrt():
-        backends.append("ort-tensorrt")
-    elif args.device == "cuda":
-        print("TensorRT: libnvinfer not found, not timed")
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
-    print(f"device: {name}; model {meta['name']}; median of {args.runs} runs after warm-up; "
-          f"diffir options: {' '.join(args.cuda_option) or 'defaults'}\n")  # fmt: skip
-    print("\n| LR | PyTorch eager ms | " + " | ".join(f"{b} ms | {b} / PyTorch" for b in backends) + " |")
-    print("|---|---|" + "---|---|" * len(backends))
-    for size in args.sizes:
-        pt = torch_backbone_ms(model, size, args.device, args.runs)
+    backend = "ort-cuda" if gpu else "ort-cpu"
+    extra = [x for o in args.cuda_option for x in ("--cuda-option", o)] if gpu else []
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"device: {name}; model {meta['name']}; median of {args.runs} runs after warm-up", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Path(tmp, "in.npy")
+        np.save(img, np.random.default_rng(0).random((64, 64, 3), dtype=np.float32))
+        whole = ["--tile", "0", *extra]
+        cpu = "ort-cpu" if gpu else "tract"
+        ref = restore(args.binary, str(bundle), cpu, img, Path(tmp, "ref.npy"), ["--tile", "0"])
+        f32 = restore(args.binary, str(bundle), backend, img, Path(tmp, "f32.npy"), whole)
+        f16 = restore(args.binary, str(bundle), backend, img, Path(tmp, "f16.npy"), [*whole, "--precision", "fp16"])
+    if ref is not None and f32 is not None:
+        d = float(np.abs(ref - f32).max())
+        print(f"parity fp32 {backend} vs CPU at LR 64: max |diff| {d:.2e} ({'ok' if d <= FP32_PARITY else 'FAIL'})")
+    if f32 is not None and f16 is not None:
+        q = psnr(f16, f32)
+        print(f"parity fp16 vs fp32 at LR 64: {q:.1f} dB PSNR ({'ok' if q >= FP16_MIN_PSNR else 'FAIL'})")
+
+    print("\n| LR | PyTorch fp32 ms | PyTorch fp16 autocast ms | diffir fp32 ms (x) | diffir fp16 ms (x) |")
+    print("|---|---|---|---|---|")
+    for size in sizes:
+        pt32 = torch_ms(model, size, args.device, args.runs, False)
+        pt16 = torch_ms(model, size, args.device, args.runs, True) if gpu else float("nan")
         cells = []
-        for be in backends:
-            ms = diffir_backbone_ms(args.binary, args.bundle, be, size, args.runs, args.cuda_option)
-            cells.append("n/a | n/a" if ms is None else f"{ms:.1f} | {ms / pt:.2f}")
-        print(f"| {size} | {pt:.1f} | " + " | ".join(cells) + " |", flush=True)
-    print()
-    for be in backends:
-        d = parity(args.binary, args.bundle, be, 64, args.cuda_option)
-        print(f"parity {be} vs the CPU result at LR 64: " + ("unavailable" if d is None else f"max |diff| = {d:.2e}"))
+        for prec in ("fp32", "fp16"):
+            r = bench(args.binary, str(bundle), backend, size, args.runs, [*extra, "--precision", prec])
+            cells.append("n/a" if r is None else f"{r[0]:.1f} ({pt32 / r[0]:.2f}x faster)")
+        print(f"| {size} | {pt32:.1f} | {pt16:.1f} | {cells[0]} | {cells[1]} |", flush=True)
+
+    # Throughput: the whole restore with default tiling, against PyTorch running the same tiles one by one.
+    out_mp = (big * meta["scale"]) ** 2 / 1e6
+    for prec in ("fp32", "fp16"):
+        r = run([args.binary, "bench", "--model", str(bundle), "--backend", backend, "--size", f"{big}x{big}",
+                 "--runs", "1", "--precision", prec, *extra])  # fmt: skip
+        if r is None:
+            continue
+        total = float(re.search(r"median:\s+([0-9.]+) ms", r.stdout).group(1)) / 1e3
+        plan = re.search(r"tile (\d+), (\d+) tile\(s\) per batch", r.stdout + r.stderr)
+        print(f"\n{big}x{big} -> x{meta['scale']}, diffir {prec}: {total:.2f} s, {out_mp / total:.1f} MP/s "
+              f"(plan: {r.stderr.strip().splitlines()[0] if r.stderr.strip() else '?'})")  # fmt: skip
+        if prec == "fp32" and plan:
+            tile = int(plan.group(1))
+            n = tiles(big, tile, 16) ** 2
+            x = torch.rand(1, 3, tile, tile, device=args.device)
+            ipr = torch.rand(1, model.cfg.ipr_dim, device=args.device)
+            sync = torch.cuda.synchronize if gpu else (lambda: None)
+            with torch.inference_mode():
+                model.G(x, ipr)
+                sync()
+                t = time.perf_counter()
+                for _ in range(n):
+                    model.G(x, ipr)
+                sync()
+            pt = time.perf_counter() - t
+            print(f"PyTorch eager fp32, the same {n} tiles of {tile} one at a time: {pt:.2f} s, {out_mp / pt:.1f} MP/s;"
+                  f" diffir fp32 is {pt / total:.2f}x its throughput")  # fmt: skip
     return 0
 
 

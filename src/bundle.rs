@@ -1,4 +1,5 @@
-//! A model bundle: bundle.yaml plus three ONNX graphs, parsed into typed structs and validated once.
+//! A model bundle: bundle.yaml plus five ONNX graphs (and an optional fp16 backbone), parsed into typed
+//! structs and validated once.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ pub enum Padding {
     Symmetric,
 }
 
-/// The three graphs of a bundle.
+/// The graphs of a bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GraphKind {
     /// Image → condition (whole-image CPEN).
@@ -109,6 +110,43 @@ impl GraphKind {
     }
 }
 
+/// The numeric precision the backbone runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Precision {
+    /// float32 everywhere.
+    #[default]
+    Fp32,
+    /// float16 backbone: the bundle's `backbone_fp16` graph (CUDA, onnxruntime CPU), or TensorRT's fp16 engines.
+    /// Tiles whose output has NaN or Inf are redone in float32.
+    Fp16,
+}
+
+impl Precision {
+    /// The names `--precision` takes.
+    pub const NAMES: [&'static str; 2] = ["fp32", "fp16"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            _ => Err(format!("unknown precision '{s}' (one of {})", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
@@ -136,6 +174,9 @@ pub struct GraphsSpec {
     pub backbone: GraphSpec,
     pub cpen_features: GraphSpec,
     pub cpen_head: GraphSpec,
+    /// Optional: the backbone in float16 (float32 inputs and output), for `--precision fp16`.
+    #[serde(default)]
+    pub backbone_fp16: Option<GraphSpec>,
 }
 
 impl GraphsSpec {
@@ -203,14 +244,45 @@ pub struct BundleSpec {
     pub provenance: Provenance,
 }
 
+/// One axis of a declared ONNX shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(i64),
+    /// A dynamic axis with a symbolic name; axes that share a name must have the same size.
+    Named(String),
+    /// A dynamic axis without a name.
+    Any,
+}
+
+impl Dim {
+    /// The fixed size, if any.
+    pub fn fixed(&self) -> Option<i64> {
+        match self {
+            Dim::Fixed(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(v) => write!(f, "{v}"),
+            Dim::Named(n) => f.write_str(n),
+            Dim::Any => f.write_str("?"),
+        }
+    }
+}
+
 /// One input or output of an ONNX graph as the file declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoSignature {
     pub name: String,
     /// ONNX element type (1 = float32, 7 = int64).
     pub elem_type: i32,
-    /// Static sizes where the graph fixes them, None for dynamic axes.
-    pub dims: Vec<Option<i64>>,
+    /// The declared shape, axis by axis.
+    pub dims: Vec<Dim>,
 }
 
 /// An ONNX graph held in memory with its declared signature.
@@ -252,6 +324,8 @@ pub struct Bundle {
     pub schedule: Schedule,
     /// Indexed by `GraphKind as usize`.
     graphs: Vec<GraphData>,
+    /// The optional float16 backbone (kind `Backbone`).
+    backbone_fp16: Option<GraphData>,
 }
 
 const ONNX_FLOAT: i32 = 1;
@@ -284,8 +358,7 @@ impl Bundle {
         let yaml_path = origin.join("bundle.yaml");
         let spec: BundleSpec = serde_yaml::from_str(yaml).map_err(|e| Error::bundle(&yaml_path, e.to_string()))?;
         let schedule = validate_spec(&spec).map_err(|msg| Error::bundle(&yaml_path, msg))?;
-        let mut load = |kind: GraphKind| -> Result<GraphData> {
-            let gs = spec.graphs.get(kind);
+        let mut load_file = |kind: GraphKind, gs: &GraphSpec| -> Result<GraphData> {
             let (path, bytes) = read(&gs.file)?;
             let (inputs, outputs) = onnx_signature(&bytes)
                 .map_err(|msg| Error::bundle(&path, format!("not a readable ONNX model: {msg}")))?;
@@ -299,12 +372,22 @@ impl Bundle {
             check_graph(&spec, &graph).map_err(|msg| Error::bundle(&graph.origin, msg))?;
             Ok(graph)
         };
-        let graphs = GraphKind::ALL.into_iter().map(&mut load).collect::<Result<Vec<_>>>()?;
+        let graphs = GraphKind::ALL
+            .into_iter()
+            .map(|kind| load_file(kind, spec.graphs.get(kind)))
+            .collect::<Result<Vec<_>>>()?;
+        let backbone_fp16 = spec
+            .graphs
+            .backbone_fp16
+            .as_ref()
+            .map(|gs| load_file(GraphKind::Backbone, gs))
+            .transpose()?;
         Ok(Bundle {
             origin,
             spec,
             schedule,
             graphs,
+            backbone_fp16,
         })
     }
 
@@ -318,6 +401,36 @@ impl Bundle {
 
     pub fn graph(&self, kind: GraphKind) -> &GraphData {
         &self.graphs[kind as usize]
+    }
+
+    /// The precisions this bundle's backbone can run in (fp16 where it carries `backbone_fp16`).
+    pub fn precisions(&self) -> Vec<Precision> {
+        let mut out = vec![Precision::Fp32];
+        if self.backbone_fp16.is_some() {
+            out.push(Precision::Fp16);
+        }
+        out
+    }
+
+    /// The same bundle with its backbone in `precision`: for fp16 the `backbone_fp16` graph takes the
+    /// backbone's place. An error names the bundle when it carries no such graph.
+    pub fn with_precision(&self, precision: Precision) -> Result<Bundle> {
+        match precision {
+            Precision::Fp32 => Ok(self.clone()),
+            Precision::Fp16 => {
+                let fp16 = self.backbone_fp16.clone().ok_or_else(|| {
+                    Error::bundle(
+                        self.origin.join("bundle.yaml"),
+                        "this bundle has no fp16 backbone (graphs.backbone_fp16); export it with \
+                         `python -m diffir_export export --fp16`, or use --precision fp32",
+                    )
+                })?;
+                let mut b = self.clone();
+                b.graphs[GraphKind::Backbone as usize] = fp16;
+                b.backbone_fp16 = None;
+                Ok(b)
+            }
+        }
     }
 
     pub fn task(&self) -> Task {
@@ -364,23 +477,24 @@ impl Bundle {
         let fmt_coef = |v: &[f64]| v.iter().map(|c| format!("{c:.6}")).collect::<Vec<_>>().join(", ");
         out += &format!("  coef1:        [{}]\n", fmt_coef(&self.schedule.coef1));
         out += &format!("  coef2:        [{}]\n", fmt_coef(&self.schedule.coef2));
-        for g in &self.graphs {
+        for g in self.graphs.iter().chain(&self.backbone_fp16) {
             let sig = |v: &[IoSignature]| {
                 v.iter()
                     .map(|io| {
-                        let dims: Vec<String> = io
-                            .dims
-                            .iter()
-                            .map(|d| d.map_or("?".into(), |v| v.to_string()))
-                            .collect();
+                        let dims: Vec<String> = io.dims.iter().map(|d| d.to_string()).collect();
                         format!("{}[{}]", io.name, dims.join("x"))
                     })
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let name = if self.backbone_fp16.as_ref().is_some_and(|f| std::ptr::eq(f, g)) {
+                "backbone (fp16)".to_string()
+            } else {
+                g.kind.name().to_string()
+            };
             out += &format!(
                 "graph {:9} {} ({:.1} MB): {} -> {}\n",
-                format!("{}:", g.kind.name()),
+                format!("{name}:"),
                 g.origin.file_name().map_or("".into(), |f| f.to_string_lossy()),
                 g.bytes.len() as f64 / 1e6,
                 sig(&g.inputs),
@@ -501,11 +615,16 @@ fn validate_spec(s: &BundleSpec) -> std::result::Result<Schedule, String> {
         }
         Some(_) => {}
     }
-    for kind in GraphKind::ALL {
-        let g = s.graphs.get(kind);
+    let optional = s
+        .graphs
+        .backbone_fp16
+        .as_ref()
+        .map(|g| ("backbone_fp16", GraphKind::Backbone, g));
+    let required = GraphKind::ALL.map(|kind| (kind.name(), kind, s.graphs.get(kind)));
+    for (name, kind, g) in required.into_iter().chain(optional) {
         let (inputs, outputs) = kind.contract();
         expect(
-            &format!("graphs.{}", kind.name()),
+            &format!("graphs.{name}"),
             g.inputs == inputs && g.outputs == outputs,
             format!(
                 "declares inputs {:?} and outputs {:?}; the runtime needs {:?} -> {:?}",
@@ -513,7 +632,7 @@ fn validate_spec(s: &BundleSpec) -> std::result::Result<Schedule, String> {
             ),
         )?;
         expect(
-            &format!("graphs.{}.file", kind.name()),
+            &format!("graphs.{name}.file"),
             !g.file.is_empty() && !g.file.contains(['/', '\\']) && g.file != "..",
             format!("'{}' must be a file name inside the bundle folder", g.file),
         )?;
@@ -539,9 +658,10 @@ fn onnx_signature(bytes: &[u8]) -> std::result::Result<(Vec<IoSignature>, Vec<Io
                     .map(|s| {
                         s.dim
                             .iter()
-                            .map(|d| match d.value {
-                                Some(dimension::Value::DimValue(v)) => Some(v),
-                                _ => None,
+                            .map(|d| match &d.value {
+                                Some(dimension::Value::DimValue(v)) => Dim::Fixed(*v),
+                                Some(dimension::Value::DimParam(n)) if !n.is_empty() => Dim::Named(n.clone()),
+                                _ => Dim::Any,
                             })
                             .collect()
                     })
@@ -621,7 +741,7 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
             ));
         }
         if ch >= 0 {
-            if let Some(Some(actual)) = io.dims.get(1) {
+            if let Some(Dim::Fixed(actual)) = io.dims.get(1) {
                 if *actual != ch {
                     return Err(format!(
                         "graph '{}' {} has {actual} channels but bundle.yaml implies {ch}",
@@ -630,6 +750,40 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
                     ));
                 }
             }
+        }
+    }
+    if g.kind == GraphKind::Backbone {
+        check_backbone_output(spec.scale as i64, g)?;
+    }
+    Ok(())
+}
+
+/// The backbone's declared output height and width must be `scale` times its input's. A dimension name
+/// shared with the input axis says "the same size", which is false unless the scale is 1; memory planners
+/// that trust declared shapes (fixed-shape GPU sessions, WebGPU) then plan the wrong buffer.
+fn check_backbone_output(scale: i64, g: &GraphData) -> std::result::Result<(), String> {
+    let (Some(image), Some(output)) = (
+        g.inputs.iter().find(|io| io.name == "image"),
+        g.outputs.iter().find(|io| io.name == "output"),
+    ) else {
+        return Ok(());
+    };
+    for (axis, what) in [(2, "height"), (3, "width")] {
+        let (Some(i), Some(o)) = (image.dims.get(axis), output.dims.get(axis)) else {
+            continue;
+        };
+        let contradiction = match (i, o) {
+            (Dim::Named(a), Dim::Named(b)) => a == b && scale != 1,
+            (Dim::Fixed(a), Dim::Fixed(b)) => *b != a * scale,
+            (Dim::Named(_), Dim::Fixed(_)) => true,
+            _ => false,
+        };
+        if contradiction {
+            return Err(format!(
+                "graph 'backbone' declares its output {what} as '{o}' for an input {what} of '{i}', but the \
+                 output is {scale}x the input; re-export the bundle, or fix the declaration with \
+                 `python -m diffir_export upgrade BUNDLE`"
+            ));
         }
     }
     Ok(())

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::{BackendKind, EngineOptions};
-use crate::bundle::Bundle;
+use crate::backend::BackendKind;
+use crate::bundle::{Bundle, Precision};
 use crate::error::{Error, Result};
 use crate::image_io;
 use crate::pipeline::{Pipeline, Tiling};
+use crate::plan::{DeviceList, PlanRequest, TileRequest};
 use crate::sampler;
 
 /// Exit codes.
@@ -38,36 +39,48 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Model, backend and tiling options shared by `restore` and `bench`.
+/// Model, backend and tiling options shared by `restore`, `bench` and `info`.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
     /// Model bundle folder (default: the built-in x4 model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first.
-    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
-    pub backend: String,
+    /// auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
+    pub backend: Option<String>,
     /// Threads to use in all (0 = every core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Tiles run at once (default: one per thread on the CPU, one on a GPU).
+    /// Tiles run at once (default: one per thread on the CPU, one per GPU).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// GPU index for the CUDA and TensorRT backends.
-    #[arg(long, default_value_t = 0)]
-    pub device: i32,
-    /// TensorRT: fp16 engines (LayerNorm kept in fp32; tiles with NaN/Inf are redone in fp32).
-    #[arg(long)]
+    /// GPUs for the CUDA and TensorRT backends: an index, a list (0,1) or all; one engine per GPU.
+    #[arg(long, default_value = "0", value_parser = |s: &str| s.parse::<DeviceList>())]
+    pub device: DeviceList,
+    /// Backbone precision: fp16 runs the bundle's fp16 backbone (CUDA, onnxruntime CPU) or TensorRT's fp16
+    /// engines; tiles whose output has NaN/Inf are redone in fp32.
+    #[arg(long, default_value = "fp32", value_parser = clap::builder::PossibleValuesParser::new(Precision::NAMES))]
+    pub precision: String,
+    /// Same as --precision fp16.
+    #[arg(long, hide = true)]
     pub fp16: bool,
-    /// Backbone tile size in input pixels (rounded up to the model's size multiple); 0 = whole image.
-    #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE)]
-    pub tile: usize,
+    /// Backbone tile in input pixels (rounded up to the model's size multiple); 0 = whole image; auto = 128 on
+    /// the CPU, the largest tile and batch that fit the GPU's free memory on a GPU.
+    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(TileRequest))]
+    pub tile: TileRequest,
+    /// Backbone tiles per call (default: 1 on the CPU; on a GPU, what --tile auto fits, else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub tile_batch: Option<u32>,
     /// Overlap between backbone tiles in input pixels (at most half a tile), feathered.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_TILE_OVERLAP)]
     pub tile_overlap: usize,
     /// onnxruntime CUDA provider option, e.g. prefer_nhwc=1 or cudnn_conv_algo_search=HEURISTIC (repeatable).
     #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub cuda_options: Vec<(String, String)>,
+    /// CUDA: bind the fixed-shape backbone to device memory and capture it as a CUDA graph (same as
+    /// --cuda-option enable_cuda_graph=1). Not yet run on a GPU.
+    #[arg(long)]
+    pub cuda_graph: bool,
 }
 
 fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
@@ -77,30 +90,59 @@ fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
     }
 }
 
+impl clap::builder::ValueParserFactory for TileRequest {
+    type Parser = fn(&str) -> std::result::Result<TileRequest, String>;
+    fn value_parser() -> Self::Parser {
+        |s| s.parse()
+    }
+}
+
 impl EngineArgs {
     fn kind(&self) -> Result<BackendKind> {
-        self.backend.parse().map_err(Error::Backend)
+        self.backend
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(Error::Backend)
     }
 
     fn bundle(&self) -> Result<Bundle> {
         Bundle::load_or_builtin(self.model.as_deref())
     }
 
-    /// Start the backend for `bundle`, say which on stderr, and return the pipeline and its tiling.
+    /// The CUDA provider options, `--cuda-graph` included.
+    fn cuda_options(&self) -> Vec<(String, String)> {
+        let mut out = self.cuda_options.clone();
+        if self.cuda_graph {
+            out.push(("enable_cuda_graph".into(), "1".into()));
+        }
+        out
+    }
+
+    /// What the flags ask of the plan.
+    pub fn plan_request(&self) -> Result<PlanRequest> {
+        let precision = if self.fp16 {
+            Precision::Fp16
+        } else {
+            self.precision.parse().map_err(Error::Backend)?
+        };
+        Ok(PlanRequest {
+            threads: self.threads,
+            workers: self.workers,
+            devices: self.device.0.clone(),
+            tile_batch: self.tile_batch.map(|b| b as usize),
+            tile: self.tile,
+            precision,
+        })
+    }
+
+    /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
+    /// tiling its plan chose.
     fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
         let kind = self.kind()?;
-        let tiling = Tiling {
-            tile: self.tile,
-            overlap: self.tile_overlap,
-        };
-        // A whole-image run is one backbone call: give it every thread.
-        let workers = self.workers.or((tiling.tile == 0).then_some(1));
-        let mut opts = EngineOptions::for_backend(kind, self.threads, workers, self.device);
-        opts.fp16 = self.fp16;
-        opts.tile_shape = tiling.tile_shape(bundle.spec.size_multiple);
-        opts.cuda_options = self.cuda_options.clone();
-        let pipeline = Pipeline::new(bundle, kind, &opts)?;
+        let pipeline = Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options())?;
         eprintln!("{}", pipeline.backend_line());
+        let tiling = pipeline.planned_tiling(self.tile_overlap);
         Ok((pipeline, tiling))
     }
 }
@@ -136,13 +178,12 @@ pub fn bench(args: &BenchArgs) -> Result<String> {
     let (h, w) = args.size;
     let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
     let mut out = format!(
-        "model {} ({} x{}), input {h}x{w}, {} tile(s), {} worker(s), --threads {}, {} runs after 1 warm-up\n",
+        "model {} ({} x{}), input {h}x{w}, {} tile(s), plan [{}], {} runs after 1 warm-up\n",
         pipeline.bundle().spec.name,
         pipeline.bundle().task(),
         pipeline.bundle().scale(),
         report.tiles,
-        pipeline.workers(),
-        args.engine.threads,
+        pipeline.plan(),
         report.runs.len()
     );
     for (name, d) in report.median_stages() {
@@ -187,9 +228,10 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Model bundle folder (default: the built-in x4 model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// With --backend: also start that backend and print its plan (provider, devices, workers x threads,
+    /// tile, tiles per batch).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// One input and where its result goes.
@@ -265,7 +307,27 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// `diffir info`.
 pub fn info(args: &InfoArgs) -> Result<String> {
-    Ok(Bundle::load_or_builtin(args.model.as_deref())?.describe())
+    let bundle = args.engine.bundle()?;
+    let mut out = bundle.describe();
+    out += &format!(
+        "precisions:     {}\n",
+        bundle
+            .precisions()
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if args.engine.backend.is_some() {
+        let pipeline = Pipeline::start(
+            bundle,
+            args.engine.kind()?,
+            &args.engine.plan_request()?,
+            &args.engine.cuda_options(),
+        )?;
+        out += &format!("{}\n", pipeline.backend_line());
+    }
+    Ok(out)
 }
 
 /// Outcome of a batch: how many inputs failed.
@@ -299,59 +361,89 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     } else {
         None
     };
+    let say = |line: String| match &bar {
+        Some(b) => b.println(line),
+        None => eprintln!("{line}"),
+    };
+    let run_job = |job: &Job| -> Result<()> {
+        if !args.overwrite && job.output.exists() {
+            return Err(Error::Exists {
+                path: job.output.clone(),
+            });
+        }
+        image_io::OutputFormat::from_path(&job.output)?;
+        let picture = image_io::read_picture(&job.input, args.max_pixels)?;
+        let restored = pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?;
+        for note in &restored.notes {
+            say(format!("note: {}: {note}", job.input.display()));
+        }
+        let alpha = picture
+            .alpha
+            .as_ref()
+            .map(|a| image_io::upscale_alpha(a, picture.rgb.height, picture.rgb.width, pipeline.bundle().scale()));
+        let carry = image_io::Carry {
+            alpha: alpha.as_deref(),
+            sixteen_bit: picture.depth == image_io::Depth::Sixteen,
+            gray: picture.gray,
+            icc: picture.icc.as_deref(),
+        };
+        let write = image_io::WriteOptions {
+            quantize: pipeline.quantize(),
+            jpeg_quality: args.jpeg_quality,
+            overwrite: args.overwrite,
+        };
+        image_io::write_picture(&job.output, &restored.image, &carry, &write)
+    };
+    // With several GPUs, that many images are in flight at once (each one's tiles spread over the devices
+    // too), so a batch of small images keeps every device busy.
+    let lanes = pipeline.plan().devices.len().clamp(1, jobs.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let outcomes = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
+    let lane = || {
+        use std::sync::atomic::Ordering;
+        while !stop.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(job) = jobs.get(i) else { break };
+            if let Some(b) = &bar {
+                b.set_message(job.input.display().to_string());
+            }
+            let result = run_job(job);
+            match &result {
+                Err(e) if e.is_model_error() => stop.store(true, Ordering::SeqCst),
+                Err(e) => say(format!("error: {}: {e}", job.input.display())),
+                Ok(()) => {}
+            }
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            outcomes.lock().unwrap_or_else(|e| e.into_inner()).push((i, result));
+        }
+    };
+    if lanes > 1 {
+        std::thread::scope(|scope| {
+            for _ in 0..lanes {
+                scope.spawn(lane);
+            }
+        });
+    } else {
+        lane();
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+    outcomes.sort_by_key(|(i, _)| *i);
     let mut report = BatchReport {
         done: 0,
         failed: vec![],
     };
-    for job in &jobs {
-        if let Some(b) = &bar {
-            b.set_message(job.input.display().to_string());
-        }
-        let result = (|| -> Result<()> {
-            if !args.overwrite && job.output.exists() {
-                return Err(Error::Exists {
-                    path: job.output.clone(),
-                });
-            }
-            image_io::OutputFormat::from_path(&job.output)?;
-            let picture = image_io::read_picture(&job.input, args.max_pixels)?;
-            let restored = pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?;
-            let alpha = picture
-                .alpha
-                .as_ref()
-                .map(|a| image_io::upscale_alpha(a, picture.rgb.height, picture.rgb.width, pipeline.bundle().scale()));
-            let carry = image_io::Carry {
-                alpha: alpha.as_deref(),
-                sixteen_bit: picture.depth == image_io::Depth::Sixteen,
-                gray: picture.gray,
-                icc: picture.icc.as_deref(),
-            };
-            let write = image_io::WriteOptions {
-                quantize: pipeline.quantize(),
-                jpeg_quality: args.jpeg_quality,
-                overwrite: args.overwrite,
-            };
-            image_io::write_picture(&job.output, &restored.image, &carry, &write)
-        })();
+    for (i, result) in outcomes {
         match result {
             Ok(()) => report.done += 1,
             Err(e) if e.is_model_error() => return Err(e),
-            Err(e) => {
-                let msg = e.to_string();
-                let line = format!("error: {}: {msg}", job.input.display());
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => eprintln!("{line}"),
-                }
-                report.failed.push((job.input.clone(), msg));
-            }
+            Err(e) => report.failed.push((jobs[i].input.clone(), e.to_string())),
         }
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
     }
     Ok(report)
 }

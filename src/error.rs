@@ -27,6 +27,9 @@ pub enum Error {
     /// A tensor or image has a shape the model cannot take.
     #[error("{0}")]
     Shape(String),
+    /// A device ran out of memory running a graph (the pipeline retries with smaller batches and tiles).
+    #[error("graph '{graph}': out of memory: {msg}")]
+    OutOfMemory { graph: String, msg: String },
     /// The output exists and --overwrite was not given.
     #[error("{path}: already exists (use --overwrite to replace it)")]
     Exists { path: PathBuf },
@@ -58,6 +61,25 @@ impl Error {
         Error::Input {
             path: path.into(),
             msg: msg.into(),
+        }
+    }
+
+    /// A graph error, or an out-of-memory error where the message says the device ran out of memory.
+    pub(crate) fn graph_or_oom(graph: &str, msg: String) -> Self {
+        const MARKERS: [&str; 5] = [
+            "out of memory",
+            "Failed to allocate memory",
+            "CUDNN_STATUS_ALLOC_FAILED",
+            "cudaErrorMemoryAllocation",
+            "CUBLAS_STATUS_ALLOC_FAILED",
+        ];
+        if MARKERS.iter().any(|m| msg.contains(m)) {
+            Error::OutOfMemory {
+                graph: graph.into(),
+                msg,
+            }
+        } else {
+            Error::graph(graph, msg)
         }
     }
 

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::backend::{self, BackendKind, Engine, EngineOptions, Input, Tensor};
-use crate::bundle::{Bundle, GraphKind, Task};
+use crate::bundle::{Bundle, GraphKind, Precision, Task};
 use crate::error::{Error, Result};
+use crate::plan::{Plan, PlanRequest};
 use crate::preprocess::{self, Image, Mask, Quantize};
 use crate::sampler;
 use crate::tiling::{self, Blender, TilePlan};
@@ -54,6 +55,7 @@ pub struct Pipeline {
     bundle: Bundle,
     engine: Box<dyn Engine>,
     backend_line: String,
+    plan: Plan,
     /// Runs tiles in parallel when more than one worker is configured.
     pool: Option<rayon::ThreadPool>,
 }
@@ -94,6 +96,8 @@ pub struct Restored {
     pub cpen_windows: usize,
     /// Backbone runs whose reduced-precision output had NaN/Inf and were redone in fp32.
     pub fp32_redos: usize,
+    /// What the pipeline changed to finish (smaller batches or tiles after running out of memory).
+    pub notes: Vec<String>,
     pub timings: Timings,
 }
 
@@ -105,10 +109,22 @@ impl Restored {
 }
 
 impl Pipeline {
-    /// Start `kind` for `bundle`.
+    /// Start `kind` for `bundle` with a plan (workers, threads, devices, tile, batch) decided once the
+    /// provider is known. `plan_tiling` gives the tiling the plan chose (`--tile auto`).
+    pub fn start(
+        bundle: Bundle,
+        kind: BackendKind,
+        req: &PlanRequest,
+        cuda_options: &[(String, String)],
+    ) -> Result<Pipeline> {
+        let started = backend::start(kind, &bundle, req, cuda_options)?;
+        Pipeline::with_plan(bundle, started.engine, started.line, started.plan)
+    }
+
+    /// Start `kind` for `bundle` with exactly these engine options (`workers` tiles at once, one per call).
     pub fn new(bundle: Bundle, kind: BackendKind, opts: &EngineOptions) -> Result<Pipeline> {
-        let (engine, backend_line) = backend::select(kind, &bundle, opts)?;
-        Pipeline::with_engine(bundle, engine, backend_line, opts.workers)
+        let (engine, line) = backend::select(kind, &bundle, opts)?;
+        Pipeline::with_engine(bundle, engine, format!("backend: {line}"), opts.workers)
     }
 
     /// A pipeline on an engine built by the caller; `workers` > 1 runs that many tiles at once.
@@ -118,6 +134,21 @@ impl Pipeline {
         backend_line: String,
         workers: usize,
     ) -> Result<Pipeline> {
+        let plan = Plan {
+            devices: vec![],
+            workers: workers.max(1),
+            threads: 1,
+            tile_batch: 1,
+            tile: DEFAULT_TILE,
+            precision: Precision::Fp32,
+            tile_note: None,
+        };
+        Pipeline::with_plan(bundle, engine, backend_line, plan)
+    }
+
+    /// A pipeline on an engine built by the caller, run as `plan` says (workers, tiles per batch).
+    pub fn with_plan(bundle: Bundle, engine: Box<dyn Engine>, backend_line: String, plan: Plan) -> Result<Pipeline> {
+        let workers = plan.workers;
         let pool = if workers > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
@@ -131,8 +162,22 @@ impl Pipeline {
             bundle,
             engine,
             backend_line,
+            plan,
             pool,
         })
+    }
+
+    /// The plan this pipeline runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The tiling the plan chose, with `overlap`.
+    pub fn planned_tiling(&self, overlap: usize) -> Tiling {
+        Tiling {
+            tile: self.plan.tile,
+            overlap,
+        }
     }
 
     /// Run `f` over `items` on the worker pool (in parallel) or in sequence; results keep the input order.
@@ -196,11 +241,14 @@ impl Pipeline {
         })
     }
 
-    /// The backbone on a padded NCHW input with the given prior. A reduced-precision output with NaN or Inf
-    /// is redone in fp32 where the backend can (the flag says so); elsewhere it is an error.
+    /// The backbone on a padded NCHW batch with one prior per batch item (`ipr` holds batch × ipr_dim
+    /// values). A reduced-precision output with NaN or Inf is redone in fp32 where the backend can (the flag
+    /// says so); elsewhere it is an error.
     pub fn backbone(&self, x: &[f32], shape: &[usize; 4], ipr: &[f32]) -> Result<(Tensor, bool)> {
         let s = self.bundle.scale();
-        let inputs = [Input::F32(shape, x), Input::F32(&[1, ipr.len()], ipr)];
+        let n = shape[0];
+        let ipr_shape = [n, ipr.len() / n.max(1)];
+        let inputs = [Input::F32(shape, x), Input::F32(&ipr_shape, ipr)];
         let mut out = self.engine.run(GraphKind::Backbone, &inputs)?;
         let mut redone = false;
         if out.data.iter().any(|v| !v.is_finite()) {
@@ -217,7 +265,7 @@ impl Pipeline {
                 }
             }
         }
-        let want = [1, 3, shape[2] * s, shape[3] * s];
+        let want = [n, 3, shape[2] * s, shape[3] * s];
         if out.shape != want {
             return Err(Error::graph(
                 "backbone",
@@ -287,12 +335,8 @@ impl Pipeline {
         self.check_inputs(image, mask)?;
         let spec = &self.bundle.spec;
         let mut timings = Timings::default();
-        let mut clock = Instant::now();
-        let mut lap = |slot: &mut Duration| {
-            let now = Instant::now();
-            *slot += now - clock;
-            clock = now;
-        };
+        let mut watch = Stopwatch(Instant::now());
+        let mut lap = |slot: &mut Duration| watch.lap(slot);
         let (x, shape) = preprocess::network_input(image, mask, spec.size_multiple, spec.padding);
         lap(&mut timings.prepare);
         let (hp, wp) = (shape[2], shape[3]);
@@ -312,52 +356,118 @@ impl Pipeline {
         let s = self.bundle.scale();
         let (oh, ow) = (image.height * s, image.width * s);
         let composite = mask.map(|m| (image, m));
-        if whole {
-            let (out, redone) = self.backbone(&x, &shape, &ipr)?;
-            lap(&mut timings.backbone);
-            let image = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
-            lap(&mut timings.assemble);
-            return Ok(Restored {
-                image,
-                condition,
-                steps,
-                tiles: 1,
-                cpen_windows,
-                fp32_redos: redone as usize,
-                timings,
-            });
-        }
-        let plan = TilePlan::new(hp, wp, tiling.tile, tiling.overlap, spec.size_multiple).map_err(Error::Shape)?;
-        let mut data = vec![0.0f32; oh * ow * 3];
-        let mut fp32_redos = 0;
-        {
-            let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
-            let tiles: Vec<_> = plan.tiles().collect();
-            for chunk in tiles.chunks(self.workers()) {
-                lap(&mut timings.assemble);
-                let outs = self.map_ordered(chunk, |&(_, _, y, x0)| {
-                    let (tile, tshape) = crop_nchw(&x, &shape, y, x0, plan.tile_h, plan.tile_w);
-                    self.backbone(&tile, &tshape, &ipr)
-                })?;
-                lap(&mut timings.backbone);
-                for (&(i, j, _, _), (out, redone)) in chunk.iter().zip(outs) {
-                    fp32_redos += redone as usize;
-                    blender.add(i, j, &out.data);
+        let multiple = spec.size_multiple;
+        // Out of memory: halve the batch, then the tile, and go again (the prior stays the same).
+        let mut tiling = if whole { Tiling::WHOLE } else { *tiling };
+        let mut batch = self.plan.tile_batch.max(1);
+        let mut notes = vec![];
+        let (image_out, tiles, fp32_redos) = loop {
+            let attempt = if tiling.tile_shape(multiple).is_none_or(|(th, tw)| hp <= th && wp <= tw) {
+                self.backbone(&x, &shape, &ipr).map(|(out, redone)| {
+                    lap(&mut timings.backbone);
+                    let img = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
+                    (img, 1, redone as usize)
+                })
+            } else {
+                let mut tiled = Timings::default();
+                let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled);
+                // The tiled stage timed itself: count it once, as backbone and blending.
+                lap(&mut Duration::default());
+                timings.backbone += tiled.backbone;
+                timings.assemble += tiled.assemble;
+                r.map(|(mut img, tiles, redos)| {
+                    preprocess::finish_in_place(&mut img, composite);
+                    (img, tiles, redos)
+                })
+            };
+            match attempt {
+                Ok(done) => break done,
+                Err(Error::OutOfMemory { msg, .. }) => {
+                    let tile = if tiling.tile == 0 { hp.max(wp) } else { tiling.tile };
+                    let change = if batch > 1 {
+                        batch /= 2;
+                        format!("{batch} tile(s) per batch")
+                    } else if tile > multiple {
+                        tiling.tile = (tile / 2).div_ceil(multiple) * multiple;
+                        tiling.overlap = tiling.overlap.min(tiling.tile / 2);
+                        format!("tile {}", tiling.tile)
+                    } else {
+                        return Err(Error::OutOfMemory {
+                            graph: "backbone".into(),
+                            msg: format!("{msg} (even one tile of {tile} pixels does not fit)"),
+                        });
+                    };
+                    notes.push(format!("out of memory ({msg}); retrying with {change}"));
+                    lap(&mut timings.backbone);
                 }
+                Err(e) => return Err(e),
             }
-        }
-        let mut image_out = Image::new(oh, ow, data);
-        preprocess::finish_in_place(&mut image_out, composite);
+        };
         lap(&mut timings.assemble);
         Ok(Restored {
             image: image_out,
             condition,
             steps,
-            tiles: plan.count(),
+            tiles,
             cpen_windows,
             fp32_redos,
+            notes,
             timings,
         })
+    }
+
+    /// The backbone over fixed-shape tiles, `batch` tiles per call and the pool's workers at once, blended
+    /// into an `out` (H·s × W·s) image. Returns the image, the tile count and the fp32 redos.
+    #[allow(clippy::too_many_arguments)]
+    fn backbone_tiled(
+        &self,
+        x: &[f32],
+        shape: &[usize; 4],
+        ipr: &[f32],
+        tiling: Tiling,
+        batch: usize,
+        out: (usize, usize),
+        timings: &mut Timings,
+    ) -> Result<(Image, usize, usize)> {
+        let spec = &self.bundle.spec;
+        let (hp, wp) = (shape[2], shape[3]);
+        let (oh, ow) = out;
+        let s = self.bundle.scale();
+        let plan = TilePlan::new(hp, wp, tiling.tile, tiling.overlap, spec.size_multiple).map_err(Error::Shape)?;
+        let mut data = vec![0.0f32; oh * ow * 3];
+        let mut fp32_redos = 0;
+        // Fixed-batch engines get every call padded to their batch (repeating the last tile).
+        let padded = self.engine.fixed_batch(GraphKind::Backbone).unwrap_or(0);
+        let tile_values = 3 * plan.tile_h * s * plan.tile_w * s;
+        {
+            let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
+            let tiles: Vec<_> = plan.tiles().collect();
+            let groups: Vec<&[(usize, usize, usize, usize)]> = tiles.chunks(batch.max(1)).collect();
+            for round in groups.chunks(self.workers()) {
+                let clock = Instant::now();
+                let outs = self.map_ordered(round, |group| {
+                    let n = group.len().max(padded);
+                    let c = shape[1];
+                    let mut xb = Vec::with_capacity(n * c * plan.tile_h * plan.tile_w);
+                    for k in 0..n {
+                        let &(_, _, y, x0) = &group[k.min(group.len() - 1)];
+                        xb.extend(crop_nchw(x, shape, y, x0, plan.tile_h, plan.tile_w).0);
+                    }
+                    let iprs = ipr.repeat(n);
+                    self.backbone(&xb, &[n, c, plan.tile_h, plan.tile_w], &iprs)
+                })?;
+                let mid = Instant::now();
+                timings.backbone += mid - clock;
+                for (group, (out, redone)) in round.iter().zip(outs) {
+                    fp32_redos += redone as usize;
+                    for (k, &(i, j, _, _)) in group.iter().enumerate() {
+                        blender.add(i, j, &out.data[k * tile_values..(k + 1) * tile_values]);
+                    }
+                }
+                timings.assemble += mid.elapsed();
+            }
+        }
+        Ok((Image::new(oh, ow, data), plan.count(), fp32_redos))
     }
 
     fn check_inputs(&self, image: &Image, mask: Option<&Mask>) -> Result<()> {
@@ -387,6 +497,17 @@ impl Pipeline {
             ));
         }
         Ok(())
+    }
+}
+
+/// Splits wall time into stages: each lap adds the time since the previous one to a stage.
+struct Stopwatch(Instant);
+
+impl Stopwatch {
+    fn lap(&mut self, slot: &mut Duration) {
+        let now = Instant::now();
+        *slot += now - self.0;
+        self.0 = now;
     }
 }
 

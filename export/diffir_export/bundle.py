@@ -19,10 +19,16 @@ GRAPHS = {
     # CPEN split at its global average pool, so the runtime can evaluate it tile by tile exactly.
     "cpen_features": {"file": "cpen_features.onnx", "inputs": ["image"], "outputs": ["features"]},
     "cpen_head": {"file": "cpen_head.onnx", "inputs": ["pooled"], "outputs": ["condition"]},
+    # Optional: the backbone in float16 (float32 inputs and output; LayerNorm, H·W reductions, softmax in float32),
+    # for `--precision fp16` on GPUs.
+    "backbone_fp16": {"file": "backbone_fp16.onnx", "inputs": ["image", "ipr"], "outputs": ["output"]},
 }
+OPTIONAL_GRAPHS = ("backbone_fp16",)
 
 
-def bundle_dict(cfg: ModelConfig, provenance: dict) -> dict:
+def bundle_dict(cfg: ModelConfig, provenance: dict, graphs: list[str] | None = None) -> dict:
+    """bundle.yaml's content; `graphs` names the graphs written (default: every required one)."""
+    graphs = graphs or [g for g in GRAPHS if g not in OPTIONAL_GRAPHS]
     sched = schedule(cfg.timesteps, cfg.linear_start, cfg.linear_end)
     return {
         "format": FORMAT_VERSION,
@@ -42,12 +48,12 @@ def bundle_dict(cfg: ModelConfig, provenance: dict) -> dict:
             "coef1": [float(v) for v in sched["posterior_mean_coef1"]],
             "coef2": [float(v) for v in sched["posterior_mean_coef2"]],
         },
-        "graphs": {name: dict(spec) for name, spec in GRAPHS.items()},
+        "graphs": {name: dict(spec) for name, spec in GRAPHS.items() if name in graphs},
         "model": cfg.to_dict(),
         "provenance": provenance,
     }
 
 
-def write_bundle_yaml(path: Path, cfg: ModelConfig, provenance: dict) -> None:
-    text = yaml.safe_dump(bundle_dict(cfg, provenance), sort_keys=False, default_flow_style=None, width=120)
+def write_bundle_yaml(path: Path, cfg: ModelConfig, provenance: dict, graphs: list[str] | None = None) -> None:
+    text = yaml.safe_dump(bundle_dict(cfg, provenance, graphs), sort_keys=False, default_flow_style=None, width=120)
     Path(path).write_text("# DiffIR model bundle, written by diffir_export\n" + text)

@@ -12,7 +12,7 @@ import yaml
 
 from diffir_export import __version__, checkpoint
 from diffir_export.config import ConfigError, ModelConfig
-from diffir_export.onnx_export import ExportError, export_bundle
+from diffir_export.onnx_export import ExportError, export_bundle, upgrade_bundle
 from diffir_export.reference import write_reference
 
 
@@ -36,8 +36,15 @@ def cmd_export(args) -> int:
         "torch": torch.__version__.split("+")[0],
     }
     print(f"{ckpt.path}: {ckpt.layout}; {cfg.family} x{cfg.scale}, dim {cfg.dim}, blocks {list(cfg.num_blocks)}")
-    export_bundle(model, cfg, Path(args.out), provenance, overwrite=args.overwrite)
+    export_bundle(model, cfg, Path(args.out), provenance, overwrite=args.overwrite, fp16=args.fp16)
     print(f"wrote {args.out}/bundle.yaml and its graphs")
+    return 0
+
+
+def cmd_upgrade(args) -> int:
+    for folder in args.bundles:
+        if not upgrade_bundle(Path(folder)):
+            print(f"{folder}: up to date")
     return 0
 
 
@@ -79,7 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(e)
     e.add_argument("--out", required=True, help="bundle folder")
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    e.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write backbone_fp16.onnx (float16 body, float32 I/O and reductions) for --precision fp16",
+    )
     e.set_defaults(func=cmd_export)
+
+    u = sub.add_parser("upgrade", help="fix the declarations of bundles written by an earlier exporter, in place")
+    u.add_argument("bundles", nargs="+", help="bundle folders")
+    u.set_defaults(func=cmd_upgrade)
 
     d = sub.add_parser("detect", help="print the hyper-parameters detected from a checkpoint")
     common(d)

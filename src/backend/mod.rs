@@ -3,9 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::bundle::{Bundle, GraphKind};
+use crate::bundle::{Bundle, GraphKind, Precision};
 use crate::error::{Error, Result};
+use crate::plan::{Plan, PlanRequest};
 
+pub mod binding;
+pub mod multi;
 pub mod ort;
 pub mod tensorrt;
 pub mod tract;
@@ -28,9 +31,14 @@ pub struct Tensor {
 pub trait Engine: Send + Sync {
     /// Run one graph on inputs given in the graph contract's order; returns its single output.
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor>;
-    /// Run again at full float32 precision, for backends that run reduced precision (TensorRT fp16);
+    /// Run again at full float32 precision, for backends that run reduced precision (fp16);
     /// None where `run` already is float32.
     fn run_fp32(&self, _graph: GraphKind, _inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
+        None
+    }
+    /// The batch size a graph is planned for, where it takes no other (fixed-shape GPU sessions): smaller
+    /// batches are padded up to it. None: any batch.
+    fn fixed_batch(&self, _graph: GraphKind) -> Option<usize> {
         None
     }
     /// A short description, e.g. "tract (CPU)" or "onnxruntime 1.31.1 (CPU)".
@@ -96,7 +104,7 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// Options that every backend understands.
+/// What one engine is built with: the part of a [`Plan`] for one device, plus provider options.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     /// Threads one graph run may use (0 = the backend's default).
@@ -106,73 +114,153 @@ pub struct EngineOptions {
     /// How many graph runs may happen at once (parallel tiles); backends that serialise runs per session
     /// keep this many sessions of the tiled graphs.
     pub workers: usize,
-    /// TensorRT: build fp16 engines (LayerNorm kept in fp32; outputs with NaN/Inf are redone in fp32).
-    pub fp16: bool,
+    /// The backbone's precision: fp16 runs the bundle's fp16 backbone (onnxruntime CUDA/CPU) or TensorRT's
+    /// fp16 engines; outputs with NaN/Inf are redone in fp32.
+    pub precision: Precision,
     /// The fixed input size (padded tile, H×W) of the backbone: TensorRT's optimisation profile, and the
     /// static shape GPU providers plan for (other sizes run on a second, dynamic-shape session).
     pub tile_shape: Option<(usize, usize)>,
+    /// Tiles per backbone call; GPU providers plan their fixed shape for this batch.
+    pub tile_batch: usize,
     /// Extra CUDA execution provider options (`--cuda-option KEY=VALUE`), applied after the defaults.
+    /// `enable_cuda_graph=1` binds the fixed-shape backbone to device memory and captures it.
     pub cuda_options: Vec<(String, String)>,
+    /// Run the fixed-shape backbone through I/O binding to preallocated buffers (set for GPU plans; on the
+    /// CPU provider it makes the backbone fixed-shape too, which the tests use to check the binding path).
+    pub bind_io: bool,
 }
 
 impl EngineOptions {
-    /// Split `threads` (0 = every core) between parallel tiles and threads inside one graph run, the way
-    /// that measured fastest (BENCHMARKS.md): on the CPU, single-threaded runs of one tile per thread beat
-    /// one multi-threaded run at a time for both tract and onnxruntime; GPU providers take one tile at a
-    /// time. `workers` overrides the split.
-    pub fn for_backend(kind: BackendKind, threads: usize, workers: Option<usize>, device: i32) -> EngineOptions {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let workers = workers.unwrap_or(match kind {
-            BackendKind::OrtCuda | BackendKind::OrtTensorrt => 1,
-            _ => threads,
-        });
-        let workers = workers.clamp(1, threads.max(1));
+    /// The options of the engine for `device` under `plan`.
+    pub fn from_plan(plan: &Plan, device: i32, bundle: &Bundle, cuda_options: &[(String, String)]) -> Self {
         EngineOptions {
-            threads: (threads / workers).max(1),
+            threads: plan.threads,
             device,
-            workers,
-            fp16: false,
-            tile_shape: None,
-            cuda_options: vec![],
+            workers: plan.workers_per_device(),
+            precision: plan.precision,
+            tile_shape: crate::pipeline::Tiling {
+                tile: plan.tile,
+                overlap: 0,
+            }
+            .tile_shape(bundle.spec.size_multiple),
+            tile_batch: plan.tile_batch.max(1),
+            cuda_options: cuda_options.to_vec(),
+            bind_io: !plan.devices.is_empty(),
         }
     }
 }
 
-/// Start the requested backend. Returns the engine and one line saying what was chosen and why.
-///
-/// `auto` falls back (onnxruntime → tract) and says why; an explicitly requested backend that cannot start
-/// is an error.
-pub fn select(kind: BackendKind, bundle: &Bundle, opts: &EngineOptions) -> Result<(Box<dyn Engine>, String)> {
-    use self::ort::Provider;
-    let tract = |why: String| -> Result<(Box<dyn Engine>, String)> {
-        let engine = tract::TractEngine::new(bundle, opts)?;
-        let line = format!("backend: {}{why}", engine.describe());
-        Ok((Box::new(engine), line))
-    };
-    match kind {
-        BackendKind::Tract => tract(" (requested)".into()),
-        BackendKind::OrtCpu => ort_only(bundle, opts, &[Provider::Cpu]),
-        BackendKind::OrtCuda => ort_only(bundle, opts, &[Provider::Cuda]),
-        BackendKind::OrtTensorrt => ort_only(bundle, opts, &[Provider::TensorRt]),
-        BackendKind::Ort => ort_only(bundle, opts, &Provider::PREFERENCE),
-        BackendKind::Auto => match ort::OrtEngine::new(bundle, opts, &Provider::PREFERENCE) {
-            Ok((engine, notes)) => {
-                let line = format!("backend: {}{}", engine.describe(), fallback_notes(&notes));
-                Ok((Box::new(engine), line))
-            }
-            Err(e) => tract(format!(" (onnxruntime unavailable: {e})")),
-        },
-    }
+/// A started backend: the engine, the plan it runs, and one line saying what was chosen and why.
+pub struct Started {
+    pub engine: Box<dyn Engine>,
+    pub plan: Plan,
+    pub line: String,
 }
 
-fn ort_only(bundle: &Bundle, opts: &EngineOptions, providers: &[ort::Provider]) -> Result<(Box<dyn Engine>, String)> {
-    let (engine, notes) = ort::OrtEngine::new(bundle, opts, providers)?;
-    let line = format!("backend: {}{}", engine.describe(), fallback_notes(&notes));
-    Ok((Box::new(engine), line))
+/// Start the requested backend with a plan decided for the provider that starts (a GPU gets one engine per
+/// device; the CPU one tile per thread).
+///
+/// `auto` tries TensorRT, CUDA, onnxruntime CPU, then tract, and says why it skipped each; an explicitly
+/// requested backend that cannot start is an error.
+pub fn start(
+    kind: BackendKind,
+    bundle: &Bundle,
+    req: &PlanRequest,
+    cuda_options: &[(String, String)],
+) -> Result<Started> {
+    use self::ort::Provider;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tract = |why: String| -> Result<Started> {
+        if req.precision != Precision::Fp32 {
+            return Err(Error::Backend(format!(
+                "tract runs float32 only: --precision {} needs an onnxruntime backend{why}",
+                req.precision
+            )));
+        }
+        let plan = Plan::resolve(false, req, bundle, cores, |_| None);
+        let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, &[]))?;
+        let line = format!("backend: {} [{plan}]{why}", engine.describe());
+        Ok(Started {
+            engine: Box::new(engine),
+            plan,
+            line,
+        })
+    };
+    let providers: &[Provider] = match kind {
+        BackendKind::Tract => return tract(" (requested)".into()),
+        BackendKind::OrtCpu => &[Provider::Cpu],
+        BackendKind::OrtCuda => &[Provider::Cuda],
+        BackendKind::OrtTensorrt => &[Provider::TensorRt],
+        BackendKind::Ort | BackendKind::Auto => &Provider::PREFERENCE,
+    };
+    let mut notes = vec![];
+    for &p in providers {
+        let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, crate::plan::nvidia_free_bytes);
+        let engines = plan
+            .devices
+            .iter()
+            .copied()
+            .chain(plan.devices.is_empty().then_some(0))
+            .map(|device| {
+                let opts = EngineOptions::from_plan(&plan, device, bundle, cuda_options);
+                ort::OrtEngine::start(bundle, &opts, p).map(|e| Box::new(e) as Box<dyn Engine>)
+            })
+            .collect::<Result<Vec<_>>>();
+        match engines {
+            Ok(mut engines) => {
+                let engine = if engines.len() == 1 {
+                    engines.pop().expect("one engine")
+                } else {
+                    Box::new(multi::MultiDevice::new(engines))
+                };
+                let mut line = format!("backend: {} [{plan}]", engine.describe());
+                if let Some(n) = &plan.tile_note {
+                    line += &format!(" ({n})");
+                }
+                line += &fallback_notes(&notes);
+                return Ok(Started { engine, plan, line });
+            }
+            Err(e) => notes.push(format!("{}: {e}", p.name())),
+        }
+    }
+    if kind == BackendKind::Auto {
+        return tract(format!(" (onnxruntime unavailable: {})", notes.join("; ")));
+    }
+    Err(Error::Backend(format!(
+        "onnxruntime could not start: {}",
+        notes.join("; ")
+    )))
+}
+
+/// Start `kind` with exactly these engine options (no plan): the building block for tests and benches that
+/// compare backends at equal settings. Returns the engine and its description.
+pub fn select(kind: BackendKind, bundle: &Bundle, opts: &EngineOptions) -> Result<(Box<dyn Engine>, String)> {
+    use self::ort::Provider;
+    let providers: &[Provider] = match kind {
+        BackendKind::Tract => {
+            let engine = tract::TractEngine::new(bundle, opts)?;
+            let line = engine.describe();
+            return Ok((Box::new(engine), line));
+        }
+        BackendKind::OrtCpu => &[Provider::Cpu],
+        BackendKind::OrtCuda => &[Provider::Cuda],
+        BackendKind::OrtTensorrt => &[Provider::TensorRt],
+        BackendKind::Ort | BackendKind::Auto => &Provider::PREFERENCE,
+    };
+    let mut notes = vec![];
+    for &p in providers {
+        match ort::OrtEngine::start(bundle, opts, p) {
+            Ok(engine) => {
+                let line = engine.describe();
+                return Ok((Box::new(engine), line));
+            }
+            Err(e) => notes.push(format!("{}: {e}", p.name())),
+        }
+    }
+    Err(Error::Backend(format!(
+        "onnxruntime could not start: {}",
+        notes.join("; ")
+    )))
 }
 
 fn fallback_notes(notes: &[String]) -> String {

@@ -14,8 +14,9 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
+use super::binding::{Bound, Memory};
 use super::{check_len, tensorrt, Engine, EngineOptions, Input, Tensor};
-use crate::bundle::{Bundle, GraphKind};
+use crate::bundle::{Bundle, GraphKind, Precision};
 use crate::error::{Error, Result};
 
 /// onnxruntime version the runtime is built and tested against.
@@ -43,6 +44,11 @@ impl Provider {
             Provider::Cuda => "CUDA",
             Provider::Cpu => "CPU",
         }
+    }
+
+    /// Whether the provider runs on a GPU (one engine per device, fixed-shape backbone sessions).
+    pub fn is_gpu(self) -> bool {
+        self != Provider::Cpu
     }
 }
 
@@ -135,9 +141,13 @@ fn provider_unavailable(p: Provider) -> Option<String> {
 pub struct OrtEngine {
     /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
     /// tiled graphs, so parallel tiles do not queue on one session.
-    sessions: Vec<Vec<Mutex<Session>>>,
-    /// fp32 sessions (CUDA), built on first use, that redo outputs an fp16 engine got wrong.
+    sessions: Vec<Vec<Mutex<Runner>>>,
+    /// Why the fixed-shape backbone does not run through I/O binding (or a CUDA graph), when it does not.
+    binding_note: Option<String>,
+    /// fp32 sessions, built on first use, that redo outputs an fp16 engine got wrong.
     fp32: Vec<OnceLock<std::result::Result<Mutex<Session>, String>>>,
+    /// The bundle in float32 (the redo sessions' graphs), when the engine runs fp16.
+    bundle_fp32: Bundle,
     /// GPU providers plan the backbone for the tile shape only; images smaller than one tile run on this
     /// dynamic-shape session, built on first use.
     other_shapes: OnceLock<std::result::Result<Mutex<Session>, String>>,
@@ -148,38 +158,33 @@ pub struct OrtEngine {
 }
 
 impl OrtEngine {
-    /// Start sessions on the first provider in `providers` that works; returns the engine and a note for
-    /// each provider that was skipped.
-    pub fn new(bundle: &Bundle, opts: &EngineOptions, providers: &[Provider]) -> Result<(Self, Vec<String>)> {
+    /// Start sessions on provider `p`; an error says why it cannot run here.
+    pub fn start(bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Self> {
         let rt = runtime()?;
-        let mut notes = vec![];
-        for &p in providers {
-            if let Some(why) = provider_unavailable(p) {
-                notes.push(why);
-                continue;
-            }
-            let started = for_provider(bundle, p).and_then(|bundle| {
-                let engine = OrtEngine {
-                    sessions: Self::sessions(rt, &bundle, opts, p)?,
-                    fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
-                    other_shapes: OnceLock::new(),
-                    bundle,
-                    opts: opts.clone(),
-                    provider: p,
-                    library: rt.path.clone(),
-                };
-                engine.warm_up()?;
-                Ok(engine)
-            });
-            match started {
-                Ok(engine) => return Ok((engine, notes)),
-                Err(e) => notes.push(format!("{}: {e}", p.name())),
-            }
+        if let Some(why) = provider_unavailable(p) {
+            return Err(Error::Backend(why));
         }
-        Err(Error::Backend(format!(
-            "onnxruntime could not start: {}",
-            notes.join("; ")
-        )))
+        let bundle_fp32 = for_provider(bundle, p)?;
+        // TensorRT builds its fp16 engines from the float32 graph; the others run the bundle's fp16 backbone.
+        let graph_precision = match (p, opts.precision) {
+            (Provider::TensorRt, _) => Precision::Fp32,
+            (_, precision) => precision,
+        };
+        let bundle = for_provider(&bundle.with_precision(graph_precision)?, p)?;
+        let (sessions, binding_note) = Self::sessions(rt, &bundle, opts, p)?;
+        let engine = OrtEngine {
+            sessions,
+            binding_note,
+            fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
+            bundle_fp32,
+            other_shapes: OnceLock::new(),
+            bundle,
+            opts: opts.clone(),
+            provider: p,
+            library: rt.path.clone(),
+        };
+        engine.warm_up()?;
+        Ok(engine)
     }
 
     /// GPU providers build kernels or engines on the first run: do it now, on the tile shape.
@@ -189,17 +194,26 @@ impl OrtEngine {
         };
         let c = self.bundle.spec.input_channels;
         let d = self.bundle.ipr_dim();
-        let image = vec![0.5f32; c * h * w];
-        let ipr = vec![0.0f32; d];
+        let n = self.opts.tile_batch.max(1);
+        let image = vec![0.5f32; n * c * h * w];
+        let ipr = vec![0.0f32; n * d];
         self.run(
             GraphKind::Backbone,
-            &[Input::F32(&[1, c, h, w], &image), Input::F32(&[1, d], &ipr)],
+            &[Input::F32(&[n, c, h, w], &image), Input::F32(&[n, d], &ipr)],
         )
         .map(|_| ())
     }
 
-    fn sessions(rt: &Runtime, bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Vec<Vec<Mutex<Session>>>> {
-        GraphKind::ALL
+    /// Every graph's session pool, and why the backbone is not bound (when it is not).
+    #[allow(clippy::type_complexity)]
+    fn sessions(
+        rt: &Runtime,
+        bundle: &Bundle,
+        opts: &EngineOptions,
+        p: Provider,
+    ) -> Result<(Vec<Vec<Mutex<Runner>>>, Option<String>)> {
+        let mut note = None;
+        let pools = GraphKind::ALL
             .into_iter()
             .map(|kind| {
                 let pool = match kind {
@@ -208,17 +222,40 @@ impl OrtEngine {
                 };
                 let fixed = fixed_shape(p, kind, opts);
                 (0..pool)
-                    .map(|_| session(rt, bundle, opts, kind, p, opts.fp16, fixed).map(Mutex::new))
+                    .map(|_| {
+                        let plain = || session(rt, bundle, opts, kind, p, fixed, false).map(Runner::Plain);
+                        match fixed {
+                            Some(shape) if opts.bind_io => match bound(rt, bundle, opts, kind, p, shape) {
+                                Ok(r) => Ok(r),
+                                Err(why) => {
+                                    note = Some(why);
+                                    plain()
+                                }
+                            },
+                            _ => plain(),
+                        }
+                        .map(Mutex::new)
+                    })
                     .collect::<Result<Vec<_>>>()
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((pools, note))
     }
 
     fn fp32_session(&self, graph: GraphKind) -> Result<&Mutex<Session>> {
         let slot = self.fp32[graph as usize].get_or_init(|| {
             let rt = runtime().map_err(|e| e.to_string())?;
-            // Any shape: this session only redoes outputs, of tiles or of whole small images.
-            session(rt, &self.bundle, &self.opts, graph, Provider::Cuda, false, None)
+            // Any shape: this session only redoes outputs, of tiles or of whole small images. TensorRT's
+            // float32 redo runs on CUDA.
+            let p = match self.provider {
+                Provider::TensorRt => Provider::Cuda,
+                p => p,
+            };
+            let opts = EngineOptions {
+                precision: Precision::Fp32,
+                ..self.opts.clone()
+            };
+            session(rt, &self.bundle_fp32, &opts, graph, p, None, false)
                 .map(Mutex::new)
                 .map_err(|e| e.to_string())
         });
@@ -231,7 +268,7 @@ impl OrtEngine {
         let graph = GraphKind::Backbone;
         let slot = self.other_shapes.get_or_init(|| {
             let rt = runtime().map_err(|e| e.to_string())?;
-            session(rt, &self.bundle, &self.opts, graph, self.provider, self.opts.fp16, None)
+            session(rt, &self.bundle, &self.opts, graph, self.provider, None, false)
                 .map(Mutex::new)
                 .map_err(|e| e.to_string())
         });
@@ -258,30 +295,88 @@ fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
     Ok(out)
 }
 
-/// The input shape a session is planned for: the backbone's tile on GPU providers (static shapes let
-/// onnxruntime fold the export's shape arithmetic and TensorRT build one engine), else none (any shape).
-pub fn fixed_shape(p: Provider, kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize)> {
-    match (p, kind) {
-        (Provider::Cuda | Provider::TensorRt, GraphKind::Backbone) => opts.tile_shape,
+/// The input shape a session is planned for, (batch, height, width): the backbone's batch of tiles on GPU
+/// providers (static shapes let onnxruntime fold the export's shape arithmetic and TensorRT build one
+/// engine), else none (any shape).
+pub fn fixed_shape(p: Provider, kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize, usize)> {
+    let planned = p.is_gpu() || opts.bind_io;
+    match (kind, opts.tile_shape) {
+        (GraphKind::Backbone, Some((h, w))) if planned => Some((opts.tile_batch.max(1), h, w)),
         _ => None,
     }
 }
 
-/// The TensorRT optimisation profile (min = opt = max) of the backbone for a fixed tile shape.
-pub fn backbone_profile(channels: usize, ipr_dim: usize, tile: (usize, usize)) -> String {
-    format!("image:1x{channels}x{}x{},ipr:1x{ipr_dim}", tile.0, tile.1)
+/// The TensorRT optimisation profile (min = opt = max) of the backbone for a fixed batch of tiles.
+pub fn backbone_profile(channels: usize, ipr_dim: usize, shape: (usize, usize, usize)) -> String {
+    let (n, h, w) = shape;
+    format!("image:{n}x{channels}x{h}x{w},ipr:{n}x{ipr_dim}")
 }
 
-/// One onnxruntime session for `kind` on provider `p`.
+/// A session as the engine runs it: plain, or through I/O binding to fixed buffers.
+enum Runner {
+    Plain(Session),
+    Bound(Box<Bound>),
+}
+
+impl Runner {
+    fn run(&mut self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        match self {
+            Runner::Plain(s) => run_session(s, graph, inputs),
+            Runner::Bound(b) => b.run(inputs),
+        }
+    }
+}
+
+/// Whether the CUDA options ask for CUDA graphs (`--cuda-graph`, or `--cuda-option enable_cuda_graph=1`).
+pub fn wants_cuda_graph(opts: &EngineOptions) -> bool {
+    opts.cuda_options
+        .iter()
+        .any(|(k, v)| k == "enable_cuda_graph" && (v == "1" || v == "true"))
+}
+
+/// The fixed-shape session of `kind` bound to preallocated buffers: pinned host memory on GPU providers
+/// (device memory when CUDA graphs are asked for), host memory on the CPU. Err: one line saying why not.
+fn bound(
+    rt: &Runtime,
+    bundle: &Bundle,
+    opts: &EngineOptions,
+    kind: GraphKind,
+    p: Provider,
+    shape: (usize, usize, usize),
+) -> std::result::Result<Runner, String> {
+    let graph = p == Provider::Cuda && wants_cuda_graph(opts);
+    let memory = match (p, graph) {
+        (Provider::Cpu, _) => Memory::Host,
+        (_, true) => Memory::Device,
+        (_, false) => Memory::Pinned,
+    };
+    let (n, h, w) = shape;
+    let (c, d, s) = (bundle.spec.input_channels, bundle.ipr_dim(), bundle.scale());
+    let session = session(rt, bundle, opts, kind, p, Some(shape), graph)
+        .map_err(|e| format!("I/O binding off: the bound session did not start: {e}"))?;
+    Bound::new(
+        session,
+        kind,
+        vec![vec![n, c, h, w], vec![n, d]],
+        vec![n, 3, h * s, w * s],
+        memory,
+        opts.device,
+    )
+    .map(|b| Runner::Bound(Box::new(b)))
+    .map_err(|e| format!("I/O binding off: {e}"))
+}
+
+/// One onnxruntime session for `kind` on provider `p`; `cuda_graph` asks the CUDA provider to capture it.
 fn session(
     rt: &Runtime,
     bundle: &Bundle,
     opts: &EngineOptions,
     kind: GraphKind,
     p: Provider,
-    fp16: bool,
-    fixed: Option<(usize, usize)>,
+    fixed: Option<(usize, usize, usize)>,
+    cuda_graph: bool,
 ) -> Result<Session> {
+    let fp16 = opts.precision == Precision::Fp16;
     let g = bundle.graph(kind);
     let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
     let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
@@ -295,8 +390,8 @@ fn session(
     if opts.threads > 0 {
         b = b.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
     }
-    if let Some((h, w)) = fixed {
-        for (name, size) in [("batch", 1), ("height", h), ("width", w)] {
+    if let Some((n, h, w)) = fixed {
+        for (name, size) in [("batch", n), ("height", h), ("width", w)] {
             b = b
                 .with_dimension_override(name, size as i64)
                 .map_err(|e| err(e.to_string()))?;
@@ -307,7 +402,13 @@ fn session(
         // backbone 8 % slower, use_tf32=0 its convolutions 3-5x slower); `--cuda-option` overrides them.
         let mut ep = CUDA::default().with_device_id(opts.device);
         for (k, v) in &opts.cuda_options {
-            ep = ep.with_arbitrary_config(k, v);
+            // CUDA graphs need inputs and outputs at fixed device addresses: only bound sessions get them.
+            if k != "enable_cuda_graph" {
+                ep = ep.with_arbitrary_config(k, v);
+            }
+        }
+        if cuda_graph {
+            ep = ep.with_cuda_graph(true);
         }
         ep.build().error_on_failure()
     };
@@ -361,7 +462,7 @@ fn session(
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-    let err = |e: ort::Error| Error::graph(graph.name(), format!("onnxruntime: {e}"));
+    let err = |e: ort::Error| Error::graph_or_oom(graph.name(), format!("onnxruntime: {e}"));
     let names = graph.contract().0;
     let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
     for (name, input) in names.iter().zip(inputs) {
@@ -391,24 +492,24 @@ fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) ->
 
 impl Engine for OrtEngine {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-        if let (Some((h, w)), Some(Input::F32(shape, _))) =
+        if let (Some((n, h, w)), Some(Input::F32(shape, _))) =
             (fixed_shape(self.provider, graph, &self.opts), inputs.first())
         {
-            if shape.len() == 4 && (shape[2], shape[3]) != (h, w) {
+            if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
                 let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
                 return run_session(&mut session, graph, inputs);
             }
         }
         let pool = &self.sessions[graph as usize];
-        let mut session = pool
+        let mut runner = pool
             .iter()
             .find_map(|m| m.try_lock().ok())
             .unwrap_or_else(|| pool[0].lock().unwrap_or_else(|e| e.into_inner()));
-        run_session(&mut session, graph, inputs)
+        runner.run(graph, inputs)
     }
 
     fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
-        if !(self.provider == Provider::TensorRt && self.opts.fp16) {
+        if self.opts.precision == Precision::Fp32 {
             return None;
         }
         Some(self.fp32_session(graph).and_then(|s| {
@@ -417,24 +518,19 @@ impl Engine for OrtEngine {
         }))
     }
 
+    fn fixed_batch(&self, graph: GraphKind) -> Option<usize> {
+        fixed_shape(self.provider, graph, &self.opts).map(|(n, _, _)| n)
+    }
+
     fn describe(&self) -> String {
-        let threads = if self.opts.threads > 0 {
-            format!(", {} threads", self.opts.threads)
-        } else {
-            String::new()
-        };
-        let workers = if self.opts.workers > 1 {
-            format!(" x {} workers", self.opts.workers)
-        } else {
-            String::new()
-        };
-        let fp16 = if self.provider == Provider::TensorRt && self.opts.fp16 {
-            " fp16"
-        } else {
-            ""
+        let io = match &self.binding_note {
+            Some(why) => format!("; {why}"),
+            None if fixed_shape(self.provider, GraphKind::Backbone, &self.opts).is_none() => String::new(),
+            None if self.provider == Provider::Cuda && wants_cuda_graph(&self.opts) => "; bound I/O, CUDA graph".into(),
+            None => "; bound I/O".into(),
         };
         format!(
-            "onnxruntime {} ({}{fp16}{threads}{workers}) from {}",
+            "onnxruntime {} ({}{io}) from {}",
             ORT_VERSION,
             self.provider.name(),
             self.library.display()
@@ -454,12 +550,17 @@ mod tests {
         };
         assert_eq!(
             fixed_shape(Provider::Cuda, GraphKind::Backbone, &opts),
-            Some((128, 136))
+            Some((1, 128, 136))
         );
+        let batched = EngineOptions {
+            tile_batch: 4,
+            ..opts.clone()
+        };
         assert_eq!(
-            fixed_shape(Provider::TensorRt, GraphKind::Backbone, &opts),
-            Some((128, 136))
+            fixed_shape(Provider::TensorRt, GraphKind::Backbone, &batched),
+            Some((4, 128, 136))
         );
+        assert_eq!(backbone_profile(3, 64, (4, 128, 136)), "image:4x3x128x136,ipr:4x64");
         assert_eq!(fixed_shape(Provider::Cpu, GraphKind::Backbone, &opts), None);
         assert_eq!(fixed_shape(Provider::Cuda, GraphKind::CpenFeatures, &opts), None);
         let whole = EngineOptions::default();

@@ -1,8 +1,8 @@
 //! The built-in model: embedded, used without --model, and better than bicubic on real photo crops
 //! (so a broken export or embedding cannot pass).
 
-use diffir::backend::{BackendKind, EngineOptions};
-use diffir::{Bundle, Pipeline, Tiling};
+use diffir::backend::BackendKind;
+use diffir::{Bundle, Pipeline, PlanRequest, Tiling};
 
 use crate::common::*;
 
@@ -38,8 +38,7 @@ const PY_CHELSEA_BICUBIC: f64 = 26.894131198808463;
 fn builtin_model_beats_bicubic_on_val_crops() {
     let bundle = Bundle::builtin().unwrap();
     assert_eq!((bundle.task(), bundle.scale()), (diffir::Task::Sr, 4));
-    let opts = EngineOptions::for_backend(BackendKind::Tract, 0, None, 0);
-    let p = Pipeline::new(bundle, BackendKind::Tract, &opts).unwrap();
+    let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &[]).unwrap();
     let noise = diffir::sampler::seeded_noise(0, p.bundle().ipr_dim());
     let mut gains = vec![];
     for name in ["chelsea", "building", "wesaturate"] {

@@ -213,7 +213,7 @@ fn info_describes_the_bundle() {
         "scale:          2",
         "6 steps",
         "graph denoiser",
-        "x[?x32]",
+        "x[batchx32]",
     ] {
         assert!(text.contains(needle), "missing '{needle}' in\n{text}");
     }
@@ -250,4 +250,71 @@ fn cuda_options_must_be_key_value_pairs() {
     let o = restore_sr_x4(&out, &["--backend", "tract", "--cuda-option", "prefer_nhwc=1"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(out.exists());
+}
+
+#[test]
+fn info_with_a_backend_prints_its_plan() {
+    let o = diffir(
+        &[
+            "info",
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+            "--threads",
+            "2",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "precisions:     fp32, fp16",
+        "backend: tract",
+        "2 worker(s) x 1 thread(s), tile 128, 1 tile(s) per batch, fp32",
+    ] {
+        assert!(text.contains(needle), "missing '{needle}' in\n{text}");
+    }
+    // Without --backend nothing is started.
+    let o = diffir(&["info"], &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("precisions:     fp32\n") && !text.contains("backend:"),
+        "{text}"
+    );
+}
+
+#[test]
+fn plan_flags_are_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.png");
+    for (flags, needle) in [
+        (&["--tile-batch", "0"][..], "--tile-batch"),
+        (&["--tile", "big"][..], "not a tile size"),
+        (&["--device", "0,0"][..], "names device 0 twice"),
+        (&["--precision", "fp8"][..], "fp8"),
+        (&["--backend", "tract", "--precision", "fp16"][..], "float32 only"),
+    ] {
+        let o = restore_sr_x4(&out, flags, &[]);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{flags:?}: {}", stderr(&o));
+        assert!(!out.exists());
+    }
+    // Batched tiles and an explicit tile on the CPU.
+    let o = restore_sr_x4(
+        &out,
+        &[
+            "--backend",
+            "tract",
+            "--tile",
+            "16",
+            "--tile-batch",
+            "2",
+            "--threads",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tile 16, 2 tile(s) per batch"), "{}", stderr(&o));
 }

@@ -4,6 +4,7 @@ mod builtin;
 mod bundle_errors;
 mod cli;
 mod common;
+mod gpu_plan;
 mod graph_rewrite;
 mod image_io;
 mod official;

@@ -1,0 +1,379 @@
+//! The execution plan: workers, threads, devices, tile size and tiles per batch, decided once the execution
+//! provider is known (a GPU wants one engine per device fed with batches; a CPU one tile per thread).
+
+use std::fmt;
+
+use crate::bundle::{Bundle, Precision};
+
+/// Tiles per backbone call on the CPU when `--tile-batch` is not given (BENCHMARKS.md, "Batched tiles":
+/// batching does not speed up CPU runs, and one tile per worker keeps memory lowest).
+pub const CPU_TILE_BATCH: usize = 1;
+/// The tile a GPU uses when `--tile auto` cannot learn the device's free memory.
+pub const GPU_FALLBACK_TILE: usize = 256;
+/// Largest tile `--tile auto` picks on a GPU (input pixels): larger tiles stop paying once the GPU is full,
+/// and the backbone's channel attention then sums over more of the image than it was trained on.
+pub const GPU_MAX_TILE: usize = 512;
+/// Largest batch `--tile auto` picks.
+pub const GPU_MAX_TILE_BATCH: usize = 8;
+/// Share of a device's free memory `--tile auto` plans to use (onnxruntime's arena rounds allocations up,
+/// and cuDNN takes workspaces of its own).
+pub const GPU_MEMORY_SHARE: f64 = 0.5;
+
+/// The tile size asked for (`--tile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TileRequest {
+    /// The provider's choice: the default tile on the CPU; on a GPU the largest tile and batch that fit the
+    /// device's free memory.
+    #[default]
+    Auto,
+    /// The whole image in one piece (`--tile 0`).
+    Whole,
+    /// Tiles of this many input pixels (rounded up to the model's size multiple).
+    Pixels(usize),
+}
+
+impl std::str::FromStr for TileRequest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(TileRequest::Auto),
+            "0" => Ok(TileRequest::Whole),
+            n => n
+                .parse::<usize>()
+                .map(TileRequest::Pixels)
+                .map_err(|_| format!("'{s}' is not a tile size (auto, 0 for the whole image, or pixels)")),
+        }
+    }
+}
+
+/// What the user asked for; `None` and 0 leave the choice to the plan.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanRequest {
+    /// Threads in all (0 = every core).
+    pub threads: usize,
+    /// Tiles in flight at once, in all.
+    pub workers: Option<usize>,
+    /// GPUs (CUDA/TensorRT); empty = device 0.
+    pub devices: Vec<i32>,
+    /// Tiles per backbone call.
+    pub tile_batch: Option<usize>,
+    pub tile: TileRequest,
+    pub precision: Precision,
+}
+
+/// The plan for one provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// GPU devices, one engine each (empty on the CPU).
+    pub devices: Vec<i32>,
+    /// Tiles in flight at once, over all devices.
+    pub workers: usize,
+    /// Threads inside one graph run.
+    pub threads: usize,
+    /// Backbone tiles per call.
+    pub tile_batch: usize,
+    /// Backbone tile in input pixels; 0 = whole image.
+    pub tile: usize,
+    pub precision: Precision,
+    /// How the tile was chosen, when the plan chose it.
+    pub tile_note: Option<String>,
+}
+
+/// Bytes of device memory one backbone input pixel needs, estimated from the bundle's widths.
+///
+/// The estimate counts the float32 activations alive at the backbone's widest point: the level-1 features
+/// (dim channels at full resolution) held for the skip connection, plus one transformer block's working set
+/// (LayerNorm output, q/k/v at 3·dim, the FFN's two hidden halves at 2·ffn·dim), times a factor of 2 for the
+/// convolution workspaces and the arena's rounding. For x2/x1 models G works on unshuffled inputs
+/// (1/4 and 1/16 of the pixels at 4x and 16x the channels: the same count). The output image (3·s² values
+/// per pixel) comes on top.
+pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> f64 {
+    let m = &bundle.spec.model;
+    let dim = m.dim as f64;
+    let ffn = m.ffn_expansion_factor;
+    let s = bundle.scale() as f64;
+    let channels = dim * (1.0 + 1.0 + 3.0 + 2.0 * ffn + 1.0) + 3.0 * s * s;
+    let bytes = match precision {
+        Precision::Fp32 => 4.0,
+        Precision::Fp16 => 2.0,
+    };
+    channels * bytes * 2.0
+}
+
+impl Plan {
+    /// Decide the plan for a provider. `gpu_free_bytes(device)` reports a device's free memory (None when it
+    /// cannot be learnt); it is asked only for `--tile auto` on a GPU.
+    pub fn resolve(
+        gpu: bool,
+        req: &PlanRequest,
+        bundle: &Bundle,
+        cores: usize,
+        gpu_free_bytes: impl Fn(i32) -> Option<u64>,
+    ) -> Plan {
+        let cores = cores.max(1);
+        let total_threads = if req.threads == 0 { cores } else { req.threads };
+        let multiple = bundle.spec.size_multiple;
+        let round = |t: usize| t.div_ceil(multiple).max(1) * multiple;
+        if !gpu {
+            let tile = match req.tile {
+                TileRequest::Auto => crate::pipeline::DEFAULT_TILE,
+                TileRequest::Whole => 0,
+                TileRequest::Pixels(n) => n,
+            };
+            // A whole-image run is one backbone call: give it every thread.
+            let workers = req.workers.unwrap_or(if tile == 0 { 1 } else { total_threads });
+            let workers = workers.clamp(1, total_threads);
+            return Plan {
+                devices: vec![],
+                workers,
+                threads: (total_threads / workers).max(1),
+                tile_batch: req.tile_batch.unwrap_or(CPU_TILE_BATCH).max(1),
+                tile,
+                precision: req.precision,
+                tile_note: None,
+            };
+        }
+        let devices = if req.devices.is_empty() {
+            vec![0]
+        } else {
+            req.devices.clone()
+        };
+        let workers = req.workers.unwrap_or(1).max(1) * devices.len();
+        let threads = if req.threads == 0 {
+            1
+        } else {
+            (req.threads / workers).max(1)
+        };
+        let (tile, tile_batch, tile_note) = match req.tile {
+            TileRequest::Whole => (0, req.tile_batch.unwrap_or(1), None),
+            TileRequest::Pixels(n) => (n, req.tile_batch.unwrap_or(1), None),
+            TileRequest::Auto => {
+                let free = devices.iter().map(|&d| gpu_free_bytes(d)).collect::<Option<Vec<u64>>>();
+                match free.and_then(|f| f.into_iter().min()) {
+                    None => (
+                        GPU_FALLBACK_TILE,
+                        req.tile_batch.unwrap_or(1),
+                        Some(format!(
+                            "tile {GPU_FALLBACK_TILE}: the GPU's free memory is unknown (nvidia-smi gave none)"
+                        )),
+                    ),
+                    Some(free) => {
+                        let per_pixel = bytes_per_pixel(bundle, req.precision);
+                        let budget = free as f64 * GPU_MEMORY_SHARE / req.workers.unwrap_or(1).max(1) as f64;
+                        let (tile, batch) = fit_tile(budget, per_pixel, multiple, req.tile_batch);
+                        (
+                            tile,
+                            batch,
+                            Some(format!(
+                                "tile {tile} x {batch} per batch: fits {:.0}% of {:.1} GiB free at ~{:.0} B/pixel",
+                                GPU_MEMORY_SHARE * 100.0,
+                                free as f64 / (1u64 << 30) as f64,
+                                per_pixel
+                            )),
+                        )
+                    }
+                }
+            }
+        };
+        Plan {
+            devices,
+            workers,
+            threads,
+            tile_batch: tile_batch.max(1),
+            tile: if tile == 0 { 0 } else { round(tile) },
+            precision: req.precision,
+            tile_note,
+        }
+    }
+
+    /// Workers per device.
+    pub fn workers_per_device(&self) -> usize {
+        (self.workers / self.devices.len().max(1)).max(1)
+    }
+}
+
+/// The largest tile (a multiple of `multiple`, at most GPU_MAX_TILE) and then the largest batch (at most
+/// GPU_MAX_TILE_BATCH, or `batch` when given) whose activations fit `budget` bytes.
+pub fn fit_tile(budget: f64, per_pixel: f64, multiple: usize, batch: Option<usize>) -> (usize, usize) {
+    let fits = |tile: usize, b: usize| (tile * tile * b) as f64 * per_pixel <= budget;
+    let mut tile = GPU_MAX_TILE / multiple * multiple;
+    let want_batch = batch.unwrap_or(1).max(1);
+    while tile > multiple && !fits(tile, want_batch) {
+        tile -= multiple;
+    }
+    let batch = match batch {
+        Some(b) => b.max(1),
+        None => (1..=GPU_MAX_TILE_BATCH).rev().find(|&b| fits(tile, b)).unwrap_or(1),
+    };
+    (tile, batch)
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let devices = match self.devices.len() {
+            0 => String::new(),
+            1 => format!("device {}, ", self.devices[0]),
+            _ => format!(
+                "devices {}, ",
+                self.devices.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+            ),
+        };
+        let tile = if self.tile == 0 {
+            "whole image".to_string()
+        } else {
+            format!("tile {}", self.tile)
+        };
+        write!(
+            f,
+            "{devices}{} worker(s) x {} thread(s), {tile}, {} tile(s) per batch, {}",
+            self.workers, self.threads, self.tile_batch, self.precision
+        )
+    }
+}
+
+/// GPU indices, as `--device` takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList(pub Vec<i32>);
+
+impl std::str::FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_devices(s).map(DeviceList)
+    }
+}
+
+/// GPU indices from `--device`: a comma-separated list, or `all` (every GPU the NVIDIA driver lists,
+/// restricted to CUDA_VISIBLE_DEVICES when set).
+pub fn parse_devices(s: &str) -> Result<Vec<i32>, String> {
+    if s.trim() == "all" {
+        let n = visible_gpus();
+        if n == 0 {
+            return Err("--device all: no NVIDIA GPU is visible (/proc/driver/nvidia/gpus is empty or absent)".into());
+        }
+        return Ok((0..n as i32).collect());
+    }
+    let mut out = vec![];
+    for part in s.split(',') {
+        let d = part
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| format!("'{s}' is not a GPU list (e.g. 0 or 0,1 or all)"))?;
+        if out.contains(&d) {
+            return Err(format!("'{s}' names device {d} twice"));
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// How many GPUs CUDA will show this process.
+fn visible_gpus() -> usize {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v
+            .split(',')
+            .filter(|s| !s.trim().is_empty() && s.trim() != "-1")
+            .count();
+    }
+    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
+}
+
+/// Free memory of a GPU in bytes, as `nvidia-smi` reports it; None where it cannot be asked.
+pub fn nvidia_free_bytes(device: i32) -> Option<u64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.free",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &device.to_string(),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(mib << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle() -> Bundle {
+        Bundle::builtin().unwrap()
+    }
+
+    #[test]
+    fn cpu_plans_one_tile_per_thread() {
+        let req = PlanRequest::default();
+        let p = Plan::resolve(false, &req, &bundle(), 8, |_| unreachable!());
+        assert_eq!((p.workers, p.threads, p.tile_batch, p.tile), (8, 1, 1, 128));
+        assert!(p.devices.is_empty());
+        let whole = PlanRequest {
+            tile: TileRequest::Whole,
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &whole, &bundle(), 8, |_| None);
+        assert_eq!((p.workers, p.threads, p.tile), (1, 8, 0));
+    }
+
+    /// The defect this module fixes: `auto` on a GPU must not get one session per CPU core.
+    #[test]
+    fn gpu_plans_one_worker_per_device_whatever_the_core_count() {
+        let req = PlanRequest {
+            devices: vec![0, 1],
+            tile: TileRequest::Pixels(100),
+            ..Default::default()
+        };
+        let p = Plan::resolve(true, &req, &bundle(), 32, |_| None);
+        assert_eq!((p.workers, p.workers_per_device(), p.threads), (2, 1, 1));
+        assert_eq!(p.tile, 104, "rounded up to the size multiple");
+        assert_eq!(p.devices, [0, 1]);
+    }
+
+    #[test]
+    fn tile_auto_fits_free_memory() {
+        let b = bundle();
+        let per_pixel = bytes_per_pixel(&b, Precision::Fp32);
+        let req = PlanRequest::default();
+        // Plenty of memory: the largest tile and batch.
+        let p = Plan::resolve(true, &req, &b, 4, |_| Some(80 << 30));
+        assert_eq!((p.tile, p.tile_batch), (GPU_MAX_TILE, GPU_MAX_TILE_BATCH));
+        // Room for exactly two 256² tiles in the planned share.
+        let free = (2.0 * 256.0 * 256.0 * per_pixel / GPU_MEMORY_SHARE).ceil() as u64;
+        let p = Plan::resolve(true, &req, &b, 4, |_| Some(free));
+        assert_eq!((p.tile, p.tile_batch), (256 + 104, 1));
+        let (tile, batch) = fit_tile(2.0 * 256.0 * 256.0 * per_pixel, per_pixel, 8, Some(2));
+        assert_eq!((tile, batch), (256, 2));
+        // Unknown memory: the fallback tile, said in the note.
+        let p = Plan::resolve(true, &req, &b, 4, |_| None);
+        assert_eq!(p.tile, GPU_FALLBACK_TILE);
+        assert!(p.tile_note.unwrap().contains("unknown"));
+        // The smallest device decides.
+        let two = PlanRequest {
+            devices: vec![0, 1],
+            ..Default::default()
+        };
+        let p = Plan::resolve(true, &two, &b, 4, |d| Some(if d == 1 { free } else { 80 << 30 }));
+        assert_eq!(p.tile, 256 + 104);
+    }
+
+    #[test]
+    fn device_lists_parse() {
+        assert_eq!(parse_devices("0").unwrap(), [0]);
+        assert_eq!(parse_devices("1, 0,3").unwrap(), [1, 0, 3]);
+        assert!(parse_devices("0,0").unwrap_err().contains("twice"));
+        assert!(parse_devices("x").is_err());
+        assert!(parse_devices("-1").is_err());
+    }
+
+    #[test]
+    fn tile_requests_parse() {
+        assert_eq!("auto".parse::<TileRequest>().unwrap(), TileRequest::Auto);
+        assert_eq!("0".parse::<TileRequest>().unwrap(), TileRequest::Whole);
+        assert_eq!("192".parse::<TileRequest>().unwrap(), TileRequest::Pixels(192));
+        assert!("big".parse::<TileRequest>().is_err());
+    }
+}
