@@ -7,7 +7,11 @@
 #
 # Usage: scripts/install-onnxruntime.sh          (prints the installed library's path)
 set -euo pipefail
-VERSION=1.31.1
+# The version is pinned in one place, the exporter's dependencies (the Rust runtime's ORT_VERSION is tested
+# against the same pin).
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+VERSION=$(sed -n 's/.*"onnxruntime==\([0-9.]*\)".*/\1/p' "$ROOT/export/pyproject.toml")
+[ -n "$VERSION" ] || { echo "error: no onnxruntime==X pin in $ROOT/export/pyproject.toml" >&2; exit 1; }
 LIB="libonnxruntime.so.$VERSION"
 DEST="${DIFFIR_ORT_DIR:-$HOME/.local/share/diffir/onnxruntime}"
 PY="${PYTHON:-python3}"

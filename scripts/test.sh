@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # Install what the tests need and run every test: Python (exporter) and Rust (runtime).
 #
-#   scripts/test.sh
+#   scripts/test.sh                       (PYTHON=/usr/bin/python3 scripts/test.sh: another base interpreter)
 #
-# Installs the exporter with its test extras (torch, onnx, onnxruntime from PyPI), the onnxruntime
-# shared library for the runtime (scripts/install-onnxruntime.sh), then runs ruff, pytest, cargo fmt/clippy
-# checks and the Rust tests. Tests that need the official fixtures (../shared/fixtures/official) say
-# "skipped" where that folder is absent.
+# Creates (once, then reuses) a virtual environment in .venv from $PYTHON (default python3), installs the
+# exporter with its test extras (torch, onnx, onnxruntime from PyPI) into it, installs the onnxruntime shared
+# library for the runtime (scripts/install-onnxruntime.sh), then runs ruff, pytest, cargo fmt/clippy checks
+# and the Rust tests. Tests that need the official fixtures (../shared/fixtures/official) say "skipped" where
+# that folder is absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
+BASE="${PYTHON:-python3}"
+VENV="${DIFFIR_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! "$BASE" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "error: $BASE cannot create a virtual environment; install python3-venv (apt-get install python3-venv)" >&2
+    exit 1
+  fi
+  echo "== creating the virtual environment $VENV from $BASE"
+  "$BASE" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
 export PYTHON="$PY"
 
 echo "== installing the exporter and its test dependencies"

@@ -37,15 +37,19 @@ pub enum Command {
     Info(InfoArgs),
     /// Time whole restores of a synthetic image (no file I/O), per stage.
     Bench(BenchArgs),
+    /// List the models installed in the models folder ($DIFFIR_MODELS_DIR), usable by name with -n.
+    Models,
 }
 
 /// Model, backend and tiling options shared by `restore`, `bench` and `info`.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Model bundle folder (default: the built-in x4 model).
-    #[arg(long)]
+    /// Model: a bundle folder, or the name of one in the models folder ($DIFFIR_MODELS_DIR, default
+    /// ~/.local/share/diffir/models; `diffir models` lists them). Default: the built-in x4 model.
+    #[arg(short = 'n', long)]
     pub model: Option<PathBuf>,
-    /// auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
+    /// ort: onnxruntime with the best provider that starts (TensorRT, CUDA, CPU); ort-cpu/ort-cuda/ort-tensorrt:
+    /// that provider only. auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
     pub backend: Option<String>,
     /// Threads to use in all (0 = every core).
@@ -55,7 +59,7 @@ pub struct EngineArgs {
     #[arg(long)]
     pub workers: Option<usize>,
     /// GPUs for the CUDA and TensorRT backends: an index, a list (0,1) or all; one engine per GPU.
-    #[arg(long, default_value = "0", value_parser = |s: &str| s.parse::<DeviceList>())]
+    #[arg(short = 'g', long, default_value = "0", value_parser = |s: &str| s.parse::<DeviceList>())]
     pub device: DeviceList,
     /// Backbone precision: fp16 runs the bundle's fp16 backbone (CUDA, onnxruntime CPU) or TensorRT's fp16
     /// engines; tiles whose output has NaN/Inf are redone in fp32.
@@ -66,7 +70,7 @@ pub struct EngineArgs {
     pub fp16: bool,
     /// Backbone tile in input pixels (rounded up to the model's size multiple); 0 = whole image; auto = 128 on
     /// the CPU, the largest tile and batch that fit the GPU's free memory on a GPU.
-    #[arg(long, default_value = "auto", value_parser = clap::value_parser!(TileRequest))]
+    #[arg(short = 't', long, default_value = "auto", value_parser = clap::value_parser!(TileRequest))]
     pub tile: TileRequest,
     /// Backbone tiles per call (default: 1 on the CPU; on a GPU, what --tile auto fits, else 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -81,6 +85,19 @@ pub struct EngineArgs {
     /// --cuda-option enable_cuda_graph=1). Not yet run on a GPU.
     #[arg(long)]
     pub cuda_graph: bool,
+    /// Say more: the library's path, each backend skipped and why.
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn parse_outscale(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 16.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a scale in (0, 16]")),
+    }
 }
 
 fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
@@ -107,7 +124,10 @@ impl EngineArgs {
     }
 
     fn bundle(&self) -> Result<Bundle> {
-        Bundle::load_or_builtin(self.model.as_deref())
+        match &self.model {
+            Some(m) => Bundle::load(crate::models::resolve(m)?),
+            None => Bundle::builtin(),
+        }
     }
 
     /// The CUDA provider options, `--cuda-graph` included.
@@ -141,7 +161,11 @@ impl EngineArgs {
     fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
         let kind = self.kind()?;
         let pipeline = Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options())?;
-        eprintln!("{}", pipeline.backend_line());
+        if self.verbose {
+            eprintln!("{}", pipeline.backend_line());
+        } else if !self.quiet {
+            eprintln!("{}", pipeline.backend_summary());
+        }
         let tiling = pipeline.planned_tiling(self.tile_overlap);
         Ok((pipeline, tiling))
     }
@@ -195,9 +219,13 @@ pub fn bench(args: &BenchArgs) -> Result<String> {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Input files or folders (folders are searched recursively for images).
-    #[arg(required = true)]
+    /// Input files or folders (folders are searched recursively for images; a symlinked folder is entered
+    /// once, never twice).
+    #[arg(required_unless_present = "input")]
     pub inputs: Vec<PathBuf>,
+    /// Input file or folder, as other upscalers take it (repeatable; joins the positional inputs).
+    #[arg(short = 'i', long = "input", value_name = "INPUT")]
+    pub input: Vec<PathBuf>,
     /// Output file (one input file) or folder (several inputs or a folder; created, relative paths kept).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -213,11 +241,23 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Replace existing output files.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_existing")]
     pub overwrite: bool,
+    /// Skip inputs whose output exists already (resume a batch); they are counted in the summary.
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// Add this to every output file name, before the extension (e.g. _x4); needed when -o is an input folder.
+    #[arg(long, value_name = "SUFFIX")]
+    pub suffix: Option<String>,
     /// Output format for folder runs (png, jpg, webp, tif, bmp, npy); default: each input's own format.
-    #[arg(long, value_parser = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "npy"])]
+    #[arg(short = 'f', long, value_parser = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "npy"])]
     pub format: Option<String>,
+    /// Resize the result to this many times the input's size (e.g. 2 from an x4 model), Lanczos.
+    #[arg(long, value_name = "X", value_parser = parse_outscale)]
+    pub outscale: Option<f64>,
+    /// Self-ensemble: restore the 8 flips and rotations and average them (8x the time).
+    #[arg(long)]
+    pub tta: bool,
     /// JPEG quality (1-100).
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
@@ -242,67 +282,147 @@ pub struct Job {
 }
 
 /// Expand inputs (folders recursively, image files only, sorted) and map each to its output path; `format`
-/// replaces the extension in folder runs.
-pub fn plan_jobs(inputs: &[PathBuf], output: &Path, format: Option<&str>) -> Result<Vec<Job>> {
+/// replaces the extension in folder runs and `suffix` is added to every output name. A folder reached twice
+/// (a symlink loop, or two links to one folder) is entered once; `notes` says which were skipped.
+pub fn plan_jobs(
+    inputs: &[PathBuf],
+    output: &Path,
+    format: Option<&str>,
+    suffix: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Job>> {
+    if let Some(missing) = inputs.iter().find(|p| !p.exists()) {
+        return Err(Error::input(missing, "no such file or folder"));
+    }
     let single_file = inputs.len() == 1 && inputs[0].is_file();
-    if single_file {
+    let jobs = if single_file {
         let out = if output.is_dir() {
-            output.join(output_name(&inputs[0], format))
+            output.join(output_name(&inputs[0], format, suffix))
         } else {
             output.to_path_buf()
         };
-        return Ok(vec![Job {
+        vec![Job {
             input: inputs[0].clone(),
             output: out,
-        }]);
-    }
-    if output.is_file() {
-        return Err(Error::input(
-            output,
-            "several inputs need an output folder, and this is a file",
-        ));
-    }
-    let mut jobs = vec![];
-    for input in inputs {
-        if input.is_dir() {
-            let mut files = vec![];
-            collect(input, &mut files).map_err(|e| Error::io(input, e))?;
-            files.sort();
-            for f in files {
-                let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
-                let out = output
-                    .join(rel.parent().unwrap_or(Path::new("")))
-                    .join(output_name(&f, format));
-                jobs.push(Job { input: f, output: out });
-            }
-        } else {
-            jobs.push(Job {
-                input: input.clone(),
-                output: output.join(output_name(input, format)),
-            });
+        }]
+    } else {
+        if output.is_file() {
+            return Err(Error::input(
+                output,
+                "several inputs need an output folder, and this is a file",
+            ));
         }
+        let mut jobs = vec![];
+        let mut visited = std::collections::HashSet::new();
+        for input in inputs {
+            if input.is_dir() {
+                let mut files = vec![];
+                collect(input, &mut files, &mut visited, notes).map_err(|e| Error::io(input, e))?;
+                files.sort();
+                for f in files {
+                    let rel = f.strip_prefix(input).unwrap_or(&f).to_path_buf();
+                    let out = output
+                        .join(rel.parent().unwrap_or(Path::new("")))
+                        .join(output_name(&f, format, suffix));
+                    jobs.push(Job { input: f, output: out });
+                }
+            } else {
+                jobs.push(Job {
+                    input: input.clone(),
+                    output: output.join(output_name(input, format, suffix)),
+                });
+            }
+        }
+        jobs
+    };
+    // Outputs never replace or collide with inputs (-o pointing into an input folder without --suffix).
+    let canonical = |p: &Path| {
+        let parent = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::canonicalize(parent)
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    let sources: std::collections::HashSet<PathBuf> = jobs.iter().filter_map(|j| canonical(&j.input)).collect();
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| canonical(&j.output).is_some_and(|o| sources.contains(&o)))
+    {
+        return Err(Error::input(
+            &j.output,
+            "this output is an input of the same run: choose another -o, or add --suffix (e.g. --suffix _x4)",
+        ));
     }
     Ok(jobs)
 }
 
-fn output_name(input: &Path, ext: Option<&str>) -> PathBuf {
+fn output_name(input: &Path, ext: Option<&str>, suffix: Option<&str>) -> PathBuf {
     let mut name = PathBuf::from(input.file_name().unwrap_or_default());
+    if let Some(sfx) = suffix {
+        let stem = input.file_stem().unwrap_or_default().to_string_lossy();
+        let mut n = format!("{stem}{sfx}");
+        if let Some(e) = input.extension() {
+            n += &format!(".{}", e.to_string_lossy());
+        }
+        name = PathBuf::from(n);
+    }
     if let Some(ext) = ext {
         name.set_extension(ext);
     }
     name
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn collect(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    visited: &mut std::collections::HashSet<PathBuf>,
+    notes: &mut Vec<String>,
+) -> std::io::Result<()> {
+    if !visited.insert(std::fs::canonicalize(dir)?) {
+        notes.push(format!(
+            "{}: not entered (this folder was reached already; symlink loop or second link)",
+            dir.display()
+        ));
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
-            collect(&path, out)?;
+            collect(&path, out, visited, notes)?;
         } else if image_io::is_supported_input(&path) {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// `diffir models`: the built-in model and what the models folder holds.
+pub fn models() -> String {
+    let mut out = format!(
+        "built-in  {} (sr x4; used when no --model is given)\nfolder    {}\n",
+        crate::builtin::NAME,
+        crate::models::models_dir().display()
+    );
+    let installed = crate::models::installed();
+    if installed.is_empty() {
+        out +=
+            "          (no models installed: python -m diffir_export export ... --out \"$DIFFIR_MODELS_DIR/NAME\")\n";
+    }
+    for (name, path, bundle) in installed {
+        out += &match bundle {
+            Ok(b) => format!(
+                "{name:<9} {} x{}, precisions {}, {}\n",
+                b.task(),
+                b.scale(),
+                b.precisions().iter().map(|p| p.as_str()).collect::<Vec<_>>().join("/"),
+                path.display()
+            ),
+            Err(e) => format!("{name:<9} unusable: {e}\n"),
+        };
+    }
+    out
 }
 
 /// `diffir info`.
@@ -330,10 +450,20 @@ pub fn info(args: &InfoArgs) -> Result<String> {
     Ok(out)
 }
 
-/// Outcome of a batch: how many inputs failed.
+/// Outcome of a batch.
 pub struct BatchReport {
+    /// Outputs written.
     pub done: usize,
+    /// Inputs skipped because their output exists (`--skip-existing`).
+    pub skipped: usize,
+    /// Inputs that failed, with why.
     pub failed: Vec<(PathBuf, String)>,
+}
+
+/// What happened to one input.
+enum Done {
+    Written,
+    Skipped,
 }
 
 /// `diffir restore`: model errors stop everything (Err); per-input errors are collected and the batch goes on.
@@ -346,9 +476,22 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     };
     let mask = args.mask.as_deref().map(image_io::read_mask).transpose()?;
     bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
-    let jobs = plan_jobs(&args.inputs, &args.output, args.format.as_deref())?;
+    let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
+    let mut notes = vec![];
+    let jobs = plan_jobs(
+        &inputs,
+        &args.output,
+        args.format.as_deref(),
+        args.suffix.as_deref(),
+        &mut notes,
+    )?;
+    if !args.engine.quiet {
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+    }
     if jobs.is_empty() {
-        return Err(Error::input(&args.inputs[0], "no image files found"));
+        return Err(Error::input(&inputs[0], "no image files found"));
     }
     let (pipeline, tiling) = args.engine.start(bundle)?;
     let bar = if std::io::stderr().is_terminal() {
@@ -365,22 +508,42 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         Some(b) => b.println(line),
         None => eprintln!("{line}"),
     };
-    let run_job = |job: &Job| -> Result<()> {
+    let run_job = |job: &Job| -> Result<Done> {
+        if args.skip_existing && job.output.exists() {
+            return Ok(Done::Skipped);
+        }
         if !args.overwrite && job.output.exists() {
             return Err(Error::Exists {
                 path: job.output.clone(),
             });
         }
-        image_io::OutputFormat::from_path(&job.output)?;
+        let format = image_io::OutputFormat::from_path(&job.output)?;
         let picture = image_io::read_picture(&job.input, args.max_pixels)?;
-        let restored = pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?;
-        for note in &restored.notes {
-            say(format!("note: {}: {note}", job.input.display()));
+        format.check_can_hold(&job.output, picture.alpha.is_some())?;
+        let restored = if args.tta {
+            pipeline.restore_tta(&picture.rgb, mask.as_ref(), &noise, &tiling)?
+        } else {
+            pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?
+        };
+        // --outscale: the result resized to X times the input.
+        let (ih, iw) = (picture.rgb.height, picture.rgb.width);
+        let (oh, ow) = match args.outscale {
+            Some(x) => (
+                ((ih as f64 * x).round() as usize).max(1),
+                ((iw as f64 * x).round() as usize).max(1),
+            ),
+            None => (restored.image.height, restored.image.width),
+        };
+        let result = image_io::resize_image(&restored.image, oh, ow);
+        if !args.engine.quiet {
+            for note in &restored.notes {
+                say(format!("note: {}: {note}", job.input.display()));
+            }
         }
         let alpha = picture
             .alpha
             .as_ref()
-            .map(|a| image_io::upscale_alpha(a, picture.rgb.height, picture.rgb.width, pipeline.bundle().scale()));
+            .map(|a| image_io::resize_alpha(a, ih, iw, oh, ow));
         let carry = image_io::Carry {
             alpha: alpha.as_deref(),
             sixteen_bit: picture.depth == image_io::Depth::Sixteen,
@@ -392,7 +555,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             jpeg_quality: args.jpeg_quality,
             overwrite: args.overwrite,
         };
-        image_io::write_picture(&job.output, &restored.image, &carry, &write)
+        image_io::write_picture(&job.output, &result, &carry, &write).map(|()| Done::Written)
     };
     // With several GPUs, that many images are in flight at once (each one's tiles spread over the devices
     // too), so a batch of small images keeps every device busy.
@@ -411,8 +574,8 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             let result = run_job(job);
             match &result {
                 Err(e) if e.is_model_error() => stop.store(true, Ordering::SeqCst),
-                Err(e) => say(format!("error: {}: {e}", job.input.display())),
-                Ok(()) => {}
+                Err(e) => say(error_line(&job.input, e)),
+                Ok(_) => {}
             }
             if let Some(b) = &bar {
                 b.inc(1);
@@ -436,16 +599,29 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     outcomes.sort_by_key(|(i, _)| *i);
     let mut report = BatchReport {
         done: 0,
+        skipped: 0,
         failed: vec![],
     };
     for (i, result) in outcomes {
         match result {
-            Ok(()) => report.done += 1,
+            Ok(Done::Written) => report.done += 1,
+            Ok(Done::Skipped) => report.skipped += 1,
             Err(e) if e.is_model_error() => return Err(e),
             Err(e) => report.failed.push((jobs[i].input.clone(), e.to_string())),
         }
     }
     Ok(report)
+}
+
+/// "error: INPUT: why", naming the input once even where the error names a path itself.
+fn error_line(input: &Path, e: &Error) -> String {
+    let msg = e.to_string();
+    let path = input.display().to_string();
+    if msg.starts_with(&path) {
+        format!("error: {msg}")
+    } else {
+        format!("error: {path}: {msg}")
+    }
 }
 
 /// Print a command's text (exit 0) or its error (exit 2).
@@ -474,19 +650,46 @@ pub fn run() -> i32 {
     match cli.command {
         Command::Info(args) => print_or_fail(info(&args)),
         Command::Bench(args) => print_or_fail(bench(&args)),
-        Command::Restore(args) => match restore(&args) {
-            Ok(report) => {
-                if report.failed.is_empty() {
-                    EXIT_OK
-                } else {
-                    eprintln!("{} done, {} failed", report.done, report.failed.len());
-                    EXIT_SOME_FAILED
+        Command::Models => print_or_fail(Ok(models())),
+        Command::Restore(args) => {
+            let clock = std::time::Instant::now();
+            match restore(&args) {
+                Ok(report) => {
+                    let secs = clock.elapsed().as_secs_f64();
+                    if report.failed.is_empty() {
+                        if !args.engine.quiet {
+                            let skipped = if report.skipped > 0 {
+                                format!(", {} skipped (output exists)", report.skipped)
+                            } else {
+                                String::new()
+                            };
+                            eprintln!(
+                                "{} image(s) restored{skipped} in {secs:.1} s: {}",
+                                report.done,
+                                args.output.display()
+                            );
+                        }
+                        EXIT_OK
+                    } else {
+                        let skipped = if report.skipped > 0 {
+                            format!(", {} skipped", report.skipped)
+                        } else {
+                            String::new()
+                        };
+                        eprintln!(
+                            "{} done{skipped}, {} failed, in {secs:.1} s: {}",
+                            report.done,
+                            report.failed.len(),
+                            args.output.display()
+                        );
+                        EXIT_SOME_FAILED
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
                 }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_USAGE
-            }
-        },
+        }
     }
 }

@@ -67,10 +67,15 @@ pub fn read_picture(path: &Path, max_pixels: u64) -> Result<Picture> {
     }
     let (img, icc) = decode(path, max_pixels)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
+    // BMP palettes (1-, 4- and 8-bit) decode as RGB: a file whose every colour is gray is grayscale too.
     let gray = matches!(
         img.color(),
         ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
-    );
+    ) || (extension(path) == "bmp"
+        && img.color() == ColorType::Rgb8
+        && img
+            .as_rgb8()
+            .is_some_and(|b| b.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2])));
     let has_alpha = img.color().has_alpha();
     let depth = match img.color() {
         ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => Depth::Eight,
@@ -234,6 +239,17 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Refuse, before any work, an output that cannot hold what the input carries (alpha in a JPEG).
+    pub fn check_can_hold(self, path: &Path, alpha: bool) -> Result<()> {
+        if alpha && self == OutputFormat::Jpeg {
+            return Err(Error::input(
+                path,
+                "JPEG cannot hold the input's alpha channel; write .png, .webp or .tif",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn from_path(path: &Path) -> Result<OutputFormat> {
         Ok(match extension(path).as_str() {
             "png" => OutputFormat::Png,
@@ -299,12 +315,7 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
                 image.height
             )));
         }
-        if format == OutputFormat::Jpeg {
-            return Err(Error::input(
-                path,
-                "JPEG cannot hold the input's alpha channel; write .png, .webp or .tif",
-            ));
-        }
+        format.check_can_hold(path, true)?;
     }
     let (w, h) = (image.width as u32, image.height as u32);
     let channels = match (carry.gray, carry.alpha.is_some()) {
@@ -428,18 +439,43 @@ impl<E: ImageEncoder> ImageEncoderDyn for E {
 /// Upscale an alpha channel by an integer factor with Catmull-Rom (bicubic) resampling, clamped to [0, 1]:
 /// smooth edges without the blockiness of pixel replication.
 pub fn upscale_alpha(alpha: &[f32], height: usize, width: usize, scale: usize) -> Vec<f32> {
-    if scale == 1 {
+    resize_alpha(alpha, height, width, height * scale, width * scale)
+}
+
+/// Resize an alpha channel to `out_h × out_w` with Catmull-Rom resampling, clamped to [0, 1].
+pub fn resize_alpha(alpha: &[f32], height: usize, width: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    if (out_h, out_w) == (height, width) {
         return alpha.to_vec();
     }
     let buf = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(width as u32, height as u32, alpha.to_vec())
         .expect("alpha size");
     let up = image::imageops::resize(
         &buf,
-        (width * scale) as u32,
-        (height * scale) as u32,
+        out_w as u32,
+        out_h as u32,
         image::imageops::FilterType::CatmullRom,
     );
     up.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect()
+}
+
+/// Resize an RGB result to `out_h × out_w` with Lanczos (a = 3) resampling, clamped to [0, 1]
+/// (`--outscale`).
+pub fn resize_image(img: &Image, out_h: usize, out_w: usize) -> Image {
+    if (out_h, out_w) == (img.height, img.width) {
+        return img.clone();
+    }
+    let buf = image::ImageBuffer::<image::Rgb<f32>, Vec<f32>>::from_raw(
+        img.width as u32,
+        img.height as u32,
+        img.data.clone(),
+    )
+    .expect("image size");
+    let out = image::imageops::resize(&buf, out_w as u32, out_h as u32, image::imageops::FilterType::Lanczos3);
+    Image::new(
+        out_h,
+        out_w,
+        out.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+    )
 }
 
 /// Stream an encoder's output into a temporary file in the target folder, then rename it into place.
@@ -453,11 +489,24 @@ fn write_encoded(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".diffir-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".diffir-").suffix(".tmp");
+    // The permissions a plain file write gives: 0666 less the umask for a new file (the kernel applies the
+    // umask to the mode given at creation), the replaced file's own mode on --overwrite.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_or(0o666, |m| m.permissions().mode() & 0o7777);
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    let tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    #[cfg(unix)]
+    if let Ok(m) = std::fs::metadata(path) {
+        // An existing file's mode exactly, whatever the umask.
+        tmp.as_file()
+            .set_permissions(m.permissions())
+            .map_err(|e| Error::io(path, e))?;
+    }
     {
         let mut w = std::io::BufWriter::new(tmp.as_file());
         encode(&mut w).map_err(|msg| Error::input(path, msg))?;

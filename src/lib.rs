@@ -26,6 +26,7 @@ pub mod cli;
 pub mod error;
 pub mod graph_rewrite;
 pub mod image_io;
+pub mod models;
 pub mod pipeline;
 pub mod plan;
 pub mod preprocess;

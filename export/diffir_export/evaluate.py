@@ -5,6 +5,7 @@ image is PIL bicubic (antialiased) x4 down; the model's output and PIL bicubic x
 ground truth by PSNR-Y and SSIM-Y (BT.601 luma, 4-pixel border shaved).
 
     python -m diffir_export.evaluate --data PHOTOS --binary target/release/diffir [--model BUNDLE] [--out FILE.md]
+        [--diffir-arg=--tta]   (extra `diffir restore` flags, repeatable)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="bundle folder (default: the binary's built-in model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
+    p.add_argument("--diffir-arg", action="append", default=[], help="extra `diffir restore` flag (repeatable)")
     args = p.parse_args(argv)
     rows, lines = [], ["| photo | HR size | bicubic PSNR-Y | model PSNR-Y | gain | bicubic SSIM-Y | model SSIM-Y |",
                        "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--seed", str(args.seed)]  # fmt: skip
             if args.model:
                 cmd += ["--model", args.model]
+            cmd += args.diffir_arg
             subprocess.run(cmd, check=True, capture_output=True)
             sr = np.asarray(Image.open(f"{tmp}/sr.png").convert("RGB"))
             bic = bicubic_up(lr, SCALE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ SHARED = REPO.parent / "shared"
 OFFICIAL = SHARED / "fixtures" / "official"
 FIXTURE_NAMES = ["mini_sr_x4", "mini_sr_x2", "mini_sr_x1", "mini_deblur", "mini_inpaint"]
 
+if not OFFICIAL.is_dir() and os.environ.get("CI") == "true":
+    raise RuntimeError(f"official fixtures not found at {OFFICIAL} and CI=true: the tests that need them cannot run")
 needs_shared = pytest.mark.skipif(
     not OFFICIAL.is_dir(), reason=f"official fixtures not found at {OFFICIAL} (../shared is absent here)"
 )

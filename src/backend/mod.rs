@@ -150,11 +150,14 @@ impl EngineOptions {
     }
 }
 
-/// A started backend: the engine, the plan it runs, and one line saying what was chosen and why.
+/// A started backend: the engine, the plan it runs, and what was chosen and why.
 pub struct Started {
     pub engine: Box<dyn Engine>,
     pub plan: Plan,
+    /// Everything: the library's path, each provider skipped and why.
     pub line: String,
+    /// One short line: the backend, its plan, and in a few words why.
+    pub summary: String,
 }
 
 /// Start the requested backend with a plan decided for the provider that starts (a GPU gets one engine per
@@ -180,10 +183,15 @@ pub fn start(
         let plan = Plan::resolve(false, req, bundle, cores, |_| None);
         let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, &[]))?;
         let line = format!("backend: {} [{plan}]{why}", engine.describe());
+        let summary = match kind {
+            BackendKind::Tract => format!("backend: tract [{plan}]"),
+            _ => format!("backend: tract [{plan}] (onnxruntime not found; -v says where it was looked for)"),
+        };
         Ok(Started {
             engine: Box::new(engine),
             plan,
             line,
+            summary,
         })
     };
     let providers: &[Provider] = match kind {
@@ -193,6 +201,13 @@ pub fn start(
         BackendKind::OrtTensorrt => &[Provider::TensorRt],
         BackendKind::Ort | BackendKind::Auto => &Provider::PREFERENCE,
     };
+    let gpu_only = providers.iter().all(|p| p.is_gpu());
+    if let Err(e) = ort::load(gpu_only) {
+        return match kind {
+            BackendKind::Auto => tract(format!(" (onnxruntime unavailable: {e})")),
+            _ => Err(e),
+        };
+    }
     let mut notes = vec![];
     for &p in providers {
         let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, crate::plan::nvidia_free_bytes);
@@ -218,7 +233,26 @@ pub fn start(
                     line += &format!(" ({n})");
                 }
                 line += &fallback_notes(&notes);
-                return Ok(Started { engine, plan, line });
+                let (version, warning) = ort::library_version().unwrap_or_default();
+                let devices = if plan.devices.len() > 1 { " x multiple GPUs" } else { "" };
+                let mut summary = format!("backend: onnxruntime {version} {}{devices} [{plan}]", p.name());
+                if !notes.is_empty() {
+                    let skipped: Vec<&str> = providers[..providers.iter().position(|&q| q == p).unwrap_or(0)]
+                        .iter()
+                        .map(|q| q.name())
+                        .collect();
+                    summary += &format!(" ({} not available here; -v says why)", skipped.join(", "));
+                }
+                if let Some(w) = warning {
+                    summary += &format!("\n{w}");
+                    line += &format!("\n{w}");
+                }
+                return Ok(Started {
+                    engine,
+                    plan,
+                    line,
+                    summary,
+                });
             }
             Err(e) => notes.push(format!("{}: {e}", p.name())),
         }

@@ -26,6 +26,10 @@ const LIB_NAME: &str = "libonnxruntime.so.1.31.1";
 /// How to install the library, appended to every "not found" message.
 pub const INSTALL_HINT: &str = "install it with scripts/install-onnxruntime.sh (onnxruntime 1.31.1 from PyPI) \
 or set ORT_DYLIB_PATH to libonnxruntime.so";
+/// How to get the GPU providers (CUDA, TensorRT): the CPU package above does not have them.
+pub const GPU_INSTALL_HINT: &str =
+    "the GPU providers come with onnxruntime-gpu: `pip install onnxruntime-gpu==1.31.1` \
+(CUDA 13, cuDNN 9), then set ORT_DYLIB_PATH to its onnxruntime/capi/libonnxruntime.so.1.31.1";
 
 /// onnxruntime execution providers, in `auto`'s order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +89,39 @@ pub fn install_dir() -> PathBuf {
 struct Runtime {
     env: Environment,
     path: PathBuf,
+    /// The version the loaded library reports.
+    version: String,
+}
+
+/// The version the library at `path` reports (`OrtGetApiBase()->GetVersionString()`). The library is
+/// already loaded by then; opening it again only takes another reference.
+fn reported_version(path: &std::path::Path) -> Option<String> {
+    // SAFETY: the same library onnxruntime's bindings just loaded; OrtGetApiBase has this signature in every
+    // onnxruntime release, and the returned string is static inside the library.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let s = ((*base).GetVersionString)();
+        (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+}
+
+/// The loaded library's version, and a warning when it is not the one this runtime is built for.
+pub fn library_version() -> Option<(String, Option<String>)> {
+    let rt = RUNTIME.get()?.as_ref().ok()?;
+    let warning = (rt.version != ORT_VERSION).then(|| {
+        format!(
+            "warning: {} reports onnxruntime {}; this runtime is built and tested for {ORT_VERSION}",
+            rt.path.display(),
+            rt.version
+        )
+    });
+    Some((rt.version.clone(), warning))
 }
 
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
@@ -107,6 +144,7 @@ fn runtime() -> Result<&'static Runtime> {
                         .map(|env| Runtime {
                             env,
                             path: path.clone(),
+                            version: reported_version(&path).unwrap_or_else(|| "(version not reported)".into()),
                         })
                         .map_err(|e| format!("{}: cannot create the environment: {e}", path.display()));
                 }
@@ -121,6 +159,15 @@ fn runtime() -> Result<&'static Runtime> {
     r.as_ref().map_err(|e| Error::Backend(e.clone()))
 }
 
+/// Load the library (once per process). The error says where it was looked for and how to install it; for
+/// `gpu` the hint names the GPU package.
+pub fn load(gpu: bool) -> Result<()> {
+    runtime().map(|_| ()).map_err(|e| match e {
+        Error::Backend(msg) if gpu => Error::Backend(msg.replace(INSTALL_HINT, GPU_INSTALL_HINT)),
+        e => e,
+    })
+}
+
 /// Why a provider cannot be used with this library, if it is not compiled in.
 fn provider_unavailable(p: Provider) -> Option<String> {
     let available = match p {
@@ -131,7 +178,7 @@ fn provider_unavailable(p: Provider) -> Option<String> {
     match available {
         Ok(true) => None,
         Ok(false) => Some(format!(
-            "{}: not in this onnxruntime build (install onnxruntime-gpu {ORT_VERSION} and the CUDA libraries)",
+            "{}: not in this onnxruntime build ({GPU_INSTALL_HINT})",
             p.name()
         )),
         Err(e) => Some(format!("{}: {e}", p.name())),
@@ -160,7 +207,10 @@ pub struct OrtEngine {
 impl OrtEngine {
     /// Start sessions on provider `p`; an error says why it cannot run here.
     pub fn start(bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Self> {
-        let rt = runtime()?;
+        let rt = runtime().map_err(|e| match e {
+            Error::Backend(msg) if p.is_gpu() => Error::Backend(msg.replace(INSTALL_HINT, GPU_INSTALL_HINT)),
+            e => e,
+        })?;
         if let Some(why) = provider_unavailable(p) {
             return Err(Error::Backend(why));
         }
@@ -432,7 +482,7 @@ fn session(
                 fp16,
                 &tensorrt::gpu_name(opts.device),
                 &tensorrt::tensorrt_version(),
-                ORT_VERSION,
+                &rt.version,
             );
             let dir = key.dir(&tensorrt::cache_root());
             std::fs::create_dir_all(&dir).map_err(|e| err(format!("cache folder {}: {e}", dir.display())))?;
@@ -529,9 +579,9 @@ impl Engine for OrtEngine {
             None if self.provider == Provider::Cuda && wants_cuda_graph(&self.opts) => "; bound I/O, CUDA graph".into(),
             None => "; bound I/O".into(),
         };
+        let version = library_version().map_or_else(|| ORT_VERSION.to_string(), |(v, _)| v);
         format!(
-            "onnxruntime {} ({}{io}) from {}",
-            ORT_VERSION,
+            "onnxruntime {version} ({}{io}) from {}",
             self.provider.name(),
             self.library.display()
         )
@@ -565,5 +615,21 @@ mod tests {
         assert_eq!(fixed_shape(Provider::Cuda, GraphKind::CpenFeatures, &opts), None);
         let whole = EngineOptions::default();
         assert_eq!(fixed_shape(Provider::Cuda, GraphKind::Backbone, &whole), None);
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    /// The version is pinned once, in the exporter's dependencies; the runtime must say the same.
+    #[test]
+    fn runtime_version_matches_the_pinned_package() {
+        let pyproject = include_str!("../../export/pyproject.toml");
+        assert!(
+            pyproject.contains(&format!("\"onnxruntime=={ORT_VERSION}\"")),
+            "export/pyproject.toml must pin onnxruntime=={ORT_VERSION}"
+        );
+        assert!(LIB_NAME.ends_with(ORT_VERSION));
     }
 }

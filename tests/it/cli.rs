@@ -63,7 +63,7 @@ fn without_onnxruntime_auto_uses_tract_and_ort_exits_2() {
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("backend: tract") && err.contains("onnxruntime unavailable"),
+        err.contains("backend: tract") && err.contains("onnxruntime not found"),
         "{err}"
     );
     assert_eq!(image::image_dimensions(&out).unwrap(), (120, 84));
@@ -73,10 +73,12 @@ fn without_onnxruntime_auto_uses_tract_and_ort_exits_2() {
         let o = restore_sr_x4(&out2, &["--backend", backend], &[NO_ORT]);
         assert_eq!(o.status.code(), Some(2), "{backend}");
         let err = stderr(&o);
-        assert!(
-            err.contains("install-onnxruntime.sh") && err.contains("ORT_DYLIB_PATH"),
-            "{err}"
-        );
+        assert!(err.contains("ORT_DYLIB_PATH"), "{err}");
+        assert_eq!(err.matches("not found").count(), 1, "said once: {err}");
+        // the GPU backends point to the GPU package, the others to the CPU installer
+        let gpu = backend.starts_with("ort-cuda") || backend == "ort-tensorrt";
+        assert_eq!(err.contains("onnxruntime-gpu=="), gpu, "{err}");
+        assert_eq!(err.contains("install-onnxruntime.sh"), !gpu, "{err}");
         assert!(!out2.exists());
     }
 }
@@ -317,4 +319,372 @@ fn plan_flags_are_validated() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("tile 16, 2 tile(s) per batch"), "{}", stderr(&o));
+}
+
+/// Outputs get what a plain file write gives: 0666 less the umask when new, the old mode when replaced.
+#[cfg(unix)]
+#[test]
+fn outputs_get_ordinary_file_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.png");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for (umask, want) in [("022", 0o644), ("027", 0o640), ("002", 0o664)] {
+        let _ = std::fs::remove_file(&out);
+        let script = format!(
+            "umask {umask}; exec \"$0\" restore {} -o {} --model {} --backend tract",
+            input("sr_x4"),
+            s(&out),
+            model("sr_x4")
+        );
+        let o = std::process::Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_diffir")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(mode(&out), want, "umask {umask}");
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let o = restore_sr_x4(&out, &["--backend", "tract", "--overwrite"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&out), 0o604, "--overwrite keeps the replaced file's mode");
+}
+
+/// A folder of copies of the sr_x4 fixture input.
+fn folder_with_inputs(dir: &Path, names: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in names {
+        std::fs::copy(input("sr_x4"), dir.join(n)).unwrap();
+    }
+}
+
+#[test]
+fn messages_name_the_input_once_and_missing_inputs_plainly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no_such_folder");
+    let o = diffir(&["restore", s(&missing), "-o", s(&tmp.path().join("out"))], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no_such_folder: no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("extension"), "{}", stderr(&o));
+    // A bad file in a batch: its path once in its error line.
+    let dir = tmp.path().join("in");
+    folder_with_inputs(&dir, &["a.png"]);
+    std::fs::write(dir.join("b.png"), b"not a png").unwrap();
+    let o = diffir(
+        &[
+            "restore",
+            s(&dir),
+            "-o",
+            s(&tmp.path().join("out")),
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let line = stderr(&o).lines().find(|l| l.contains("b.png")).unwrap().to_string();
+    assert_eq!(line.matches("b.png").count(), 1, "{line}");
+}
+
+#[test]
+fn quiet_default_and_verbose_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out.png");
+    let o = restore_sr_x4(&out, &["--backend", "ort-cpu"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("backend: onnxruntime 1.31.1 CPU ["), "{err}");
+    assert!(
+        !lines[0].contains("libonnxruntime") && !lines[0].contains("failed"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("1 image(s) restored in ") && lines[1].ends_with("out.png"),
+        "{err}"
+    );
+    std::fs::remove_file(&out).unwrap();
+    let o = restore_sr_x4(&out, &["--backend", "ort-cpu", "-q"], &[]);
+    assert!(o.status.success() && stderr(&o).is_empty(), "{}", stderr(&o));
+    std::fs::remove_file(&out).unwrap();
+    let o = restore_sr_x4(&out, &["--backend", "ort-cpu", "-v"], &[]);
+    assert!(stderr(&o).contains("libonnxruntime.so.1.31.1"), "{}", stderr(&o));
+    // auto on a CPU-only library: one short line that says GPU providers are not available, without paths.
+    std::fs::remove_file(&out).unwrap();
+    let o = restore_sr_x4(&out, &[], &[]);
+    let first = stderr(&o).lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.contains("TensorRT, CUDA not available here; -v says why"),
+        "{first}"
+    );
+}
+
+#[test]
+fn jpeg_refuses_alpha_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rgba = tmp.path().join("rgba.png");
+    image::RgbaImage::from_fn(20, 16, |x, y| image::Rgba([x as u8 * 9, y as u8 * 13, 90, 200]))
+        .save(&rgba)
+        .unwrap();
+    let out = tmp.path().join("o.jpg");
+    let o = diffir(
+        &[
+            "restore",
+            s(&rgba),
+            "-o",
+            s(&out),
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("JPEG cannot hold the input's alpha channel"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn folder_walks_enter_each_folder_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    folder_with_inputs(&dir, &["a.png", "b.png"]);
+    std::os::unix::fs::symlink(".", dir.join("loop")).unwrap();
+    let out = tmp.path().join("out");
+    let o = diffir(
+        &[
+            "restore",
+            s(&dir),
+            "-o",
+            s(&out),
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("loop: not entered"), "{}", stderr(&o));
+    let written: Vec<_> = walk(&out);
+    assert_eq!(written.len(), 2, "{written:?}");
+}
+
+#[test]
+fn one_bit_bmp_stays_grayscale() {
+    // 8x2 pixels, 1 bit per pixel, palette black/white; rows padded to 4 bytes.
+    let (w, h) = (8u32, 2u32);
+    let pixels: [u8; 8] = [0b1010_1010, 0, 0, 0, 0b1111_0000, 0, 0, 0];
+    let offset = 14 + 40 + 8;
+    let mut bmp = vec![];
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&(offset + pixels.len() as u32).to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&offset.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&(w as i32).to_le_bytes());
+    bmp.extend_from_slice(&(h as i32).to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]); // BI_RGB
+    bmp.extend_from_slice(&(pixels.len() as u32).to_le_bytes());
+    bmp.extend_from_slice(&[0; 8]);
+    bmp.extend_from_slice(&2u32.to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 0]);
+    bmp.extend_from_slice(&pixels);
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("bw.bmp");
+    std::fs::write(&input, &bmp).unwrap();
+    let out = tmp.path().join("bw_x4.png");
+    let o = diffir(
+        &[
+            "restore",
+            s(&input),
+            "-o",
+            s(&out),
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    assert_eq!(img.color(), image::ColorType::L8);
+    assert_eq!((img.width(), img.height()), (32, 8));
+}
+
+#[test]
+fn batches_resume_and_never_overwrite_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    folder_with_inputs(&dir, &["a.png", "b.png"]);
+    let out = tmp.path().join("out");
+    let bundle = model("sr_x4");
+    let run = |extra: &[&str]| {
+        let mut v = vec![
+            "restore",
+            s(&dir),
+            "-o",
+            s(&out),
+            "--model",
+            &bundle,
+            "--backend",
+            "tract",
+        ];
+        v.extend_from_slice(extra);
+        diffir(&v, &[])
+    };
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(input("sr_x4"), out.join("a.png")).unwrap();
+    let o = run(&["--skip-existing"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 image(s) restored, 1 skipped (output exists)"),
+        "{}",
+        stderr(&o)
+    );
+    // -o is the input folder: refused, nothing written; with --suffix the outputs sit beside the inputs.
+    let o = diffir(
+        &[
+            "restore",
+            s(&dir),
+            "-o",
+            s(&dir),
+            "--model",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--suffix"), "{}", stderr(&o));
+    assert_eq!(walk(&dir).len(), 2);
+    let o = diffir(
+        &[
+            "restore",
+            "-i",
+            s(&dir),
+            "-o",
+            s(&dir),
+            "--suffix",
+            "_x4",
+            "-n",
+            &model("sr_x4"),
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.join("a_x4.png").is_file() && dir.join("b_x4.png").is_file());
+}
+
+#[test]
+fn flags_people_know_from_other_upscalers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    std::fs::create_dir_all(&out).unwrap();
+    let o = diffir(
+        &[
+            "restore",
+            "-i",
+            &input("sr_x4"),
+            "-o",
+            s(&out),
+            "-n",
+            &model("sr_x4"),
+            "-t",
+            "16",
+            "-g",
+            "0",
+            "-f",
+            "webp",
+            "--backend",
+            "tract",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.join("input.webp").is_file(),
+        "-f webp into the folder given with -o"
+    );
+    // --outscale: an x4 model's result resized to 2x the input (30x21 -> 60x42).
+    let half = tmp.path().join("half.png");
+    let o = restore_sr_x4(&half, &["--backend", "tract", "--outscale", "2"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::image_dimensions(&half).unwrap(), (60, 42));
+    let o = restore_sr_x4(&half, &["--outscale", "0"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    // --tta: the same size, a different (averaged) result.
+    let (plain, tta) = (tmp.path().join("p.png"), tmp.path().join("t.png"));
+    assert!(restore_sr_x4(&plain, &["--backend", "tract"], &[]).status.success());
+    let o = restore_sr_x4(&tta, &["--backend", "tract", "--tta"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (
+        image::open(&plain).unwrap().into_rgb8(),
+        image::open(&tta).unwrap().into_rgb8(),
+    );
+    assert_eq!(a.dimensions(), b.dimensions());
+    assert_ne!(a.as_raw(), b.as_raw());
+}
+
+#[test]
+fn models_by_name_from_the_models_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    let dst = models.join("tiny_x4");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(bundles_dir().join("sr_x4")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    let env = [("DIFFIR_MODELS_DIR", s(&models))];
+    let o = diffir(&["models"], &env);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(text.contains("built-in  diffir-x4-small"), "{text}");
+    assert!(text.contains("tiny_x4   sr x4, precisions fp32/fp16"), "{text}");
+    let out = tmp.path().join("o.png");
+    let o = diffir(
+        &[
+            "restore",
+            &input("sr_x4"),
+            "-o",
+            s(&out),
+            "-n",
+            "tiny_x4",
+            "--backend",
+            "tract",
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = diffir(
+        &["restore", &input("sr_x4"), "-o", s(&out), "-n", "nope", "--overwrite"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no model of that name") && stderr(&o).contains("diffir models"),
+        "{}",
+        stderr(&o)
+    );
 }

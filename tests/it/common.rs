@@ -17,12 +17,18 @@ pub fn bundles_dir() -> PathBuf {
 
 pub const BUNDLES: [&str; 5] = ["sr_x4", "sr_x2", "sr_x1", "deblur", "inpaint"];
 
-/// The official fixtures folder, or None (with a note on stderr) where ../shared is absent.
+/// The official fixtures folder, or None (with a note on stderr) where ../shared is absent. Under CI=true a
+/// missing folder is a failure, never a silent pass.
 pub fn official_dir() -> Option<PathBuf> {
     let dir = repo().join("../shared/fixtures/official");
     if dir.is_dir() {
         Some(dir)
     } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "official fixtures not found at {} and CI=true: the test cannot run",
+            dir.display()
+        );
         eprintln!(
             "skipped: official fixtures not found at {} (../shared is absent here)",
             dir.display()
