@@ -460,6 +460,31 @@ pub struct BatchReport {
     pub failed: Vec<(PathBuf, String)>,
 }
 
+impl BatchReport {
+    /// The run's last line: images written, skipped and failed, the time, and where the outputs went.
+    pub fn summary(&self, secs: f64, output: &Path) -> String {
+        let skipped = if self.skipped > 0 {
+            format!(", {} skipped (output exists)", self.skipped)
+        } else {
+            String::new()
+        };
+        if self.failed.is_empty() {
+            format!(
+                "{} image(s) restored{skipped} in {secs:.1} s: {}",
+                self.done,
+                output.display()
+            )
+        } else {
+            format!(
+                "{} done{skipped}, {} failed, in {secs:.1} s: {}",
+                self.done,
+                self.failed.len(),
+                output.display()
+            )
+        }
+    }
+}
+
 /// What happened to one input.
 enum Done {
     Written,
@@ -655,33 +680,13 @@ pub fn run() -> i32 {
             let clock = std::time::Instant::now();
             match restore(&args) {
                 Ok(report) => {
-                    let secs = clock.elapsed().as_secs_f64();
-                    if report.failed.is_empty() {
-                        if !args.engine.quiet {
-                            let skipped = if report.skipped > 0 {
-                                format!(", {} skipped (output exists)", report.skipped)
-                            } else {
-                                String::new()
-                            };
-                            eprintln!(
-                                "{} image(s) restored{skipped} in {secs:.1} s: {}",
-                                report.done,
-                                args.output.display()
-                            );
-                        }
+                    let ok = report.failed.is_empty();
+                    if !(ok && args.engine.quiet) {
+                        eprintln!("{}", report.summary(clock.elapsed().as_secs_f64(), &args.output));
+                    }
+                    if ok {
                         EXIT_OK
                     } else {
-                        let skipped = if report.skipped > 0 {
-                            format!(", {} skipped", report.skipped)
-                        } else {
-                            String::new()
-                        };
-                        eprintln!(
-                            "{} done{skipped}, {} failed, in {secs:.1} s: {}",
-                            report.done,
-                            report.failed.len(),
-                            args.output.display()
-                        );
                         EXIT_SOME_FAILED
                     }
                 }

@@ -6,15 +6,21 @@ use std::path::{Path, PathBuf};
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 
-/// The models folder: `$DIFFIR_MODELS_DIR`, else `~/.local/share/diffir/models`.
-pub fn models_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DIFFIR_MODELS_DIR").filter(|d| !d.is_empty()) {
+/// A folder of the runtime's own under the user's data directory: `$var` when set, else
+/// `~/.local/share/diffir/<sub>`.
+pub fn data_folder(var: &str, sub: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(var).filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/diffir/models")
+    home.join(".local/share/diffir").join(sub)
+}
+
+/// The models folder: `$DIFFIR_MODELS_DIR`, else `~/.local/share/diffir/models`.
+pub fn models_dir() -> PathBuf {
+    data_folder("DIFFIR_MODELS_DIR", "models")
 }
 
 /// `--model`: a bundle folder as given, or a bare name found in the models folder.

@@ -77,13 +77,7 @@ pub fn library_candidates() -> Vec<PathBuf> {
 
 /// The folder scripts/install-onnxruntime.sh installs into.
 pub fn install_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("DIFFIR_ORT_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/diffir/onnxruntime")
+    crate::models::data_folder("DIFFIR_ORT_DIR", "onnxruntime")
 }
 
 struct Runtime {

@@ -31,6 +31,23 @@ fn restore_sr_x4(out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
     restore("sr_x4", "sr_x4", out, extra, envs)
 }
 
+/// `diffir restore INPUT -o OUT` with the sr_x4 fixture bundle on tract, plus `extra` arguments.
+fn restore_on_tract(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let bundle = model("sr_x4");
+    let mut args = vec![
+        "restore",
+        s(input),
+        "-o",
+        s(out),
+        "--model",
+        &bundle,
+        "--backend",
+        "tract",
+    ];
+    args.extend_from_slice(extra);
+    diffir(&args, &[])
+}
+
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut v = vec![];
     for e in walk(dir) {
@@ -115,19 +132,7 @@ fn batch_goes_on_after_a_bad_file_and_exits_1() {
     std::fs::write(src.join("broken.png"), b"\x89PNG garbage").unwrap();
     std::fs::write(src.join("notes.txt"), b"not an image").unwrap();
     let out = tmp.path().join("out");
-    let o = diffir(
-        &[
-            "restore",
-            s(&src),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "tract",
-        ],
-        &[],
-    );
+    let o = restore_on_tract(&src, &out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("broken.png") && err.contains("2 done, 1 failed"), "{err}");
@@ -434,19 +439,7 @@ fn jpeg_refuses_alpha_inputs() {
         .save(&rgba)
         .unwrap();
     let out = tmp.path().join("o.jpg");
-    let o = diffir(
-        &[
-            "restore",
-            s(&rgba),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "tract",
-        ],
-        &[],
-    );
+    let o = restore_on_tract(&rgba, &out, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("JPEG cannot hold the input's alpha channel"),
@@ -464,19 +457,7 @@ fn folder_walks_enter_each_folder_once() {
     folder_with_inputs(&dir, &["a.png", "b.png"]);
     std::os::unix::fs::symlink(".", dir.join("loop")).unwrap();
     let out = tmp.path().join("out");
-    let o = diffir(
-        &[
-            "restore",
-            s(&dir),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "tract",
-        ],
-        &[],
-    );
+    let o = restore_on_tract(&dir, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("loop: not entered"), "{}", stderr(&o));
     let written: Vec<_> = walk(&out);
@@ -510,19 +491,7 @@ fn one_bit_bmp_stays_grayscale() {
     let input = tmp.path().join("bw.bmp");
     std::fs::write(&input, &bmp).unwrap();
     let out = tmp.path().join("bw_x4.png");
-    let o = diffir(
-        &[
-            "restore",
-            s(&input),
-            "-o",
-            s(&out),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "tract",
-        ],
-        &[],
-    );
+    let o = restore_on_tract(&input, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let img = image::open(&out).unwrap();
     assert_eq!(img.color(), image::ColorType::L8);
@@ -560,19 +529,7 @@ fn batches_resume_and_never_overwrite_inputs() {
         stderr(&o)
     );
     // -o is the input folder: refused, nothing written; with --suffix the outputs sit beside the inputs.
-    let o = diffir(
-        &[
-            "restore",
-            s(&dir),
-            "-o",
-            s(&dir),
-            "--model",
-            &model("sr_x4"),
-            "--backend",
-            "tract",
-        ],
-        &[],
-    );
+    let o = restore_on_tract(&dir, &dir, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--suffix"), "{}", stderr(&o));
     assert_eq!(walk(&dir).len(), 2);
