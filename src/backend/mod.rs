@@ -210,6 +210,10 @@ pub fn start(
     }
     let mut notes = vec![];
     for &p in providers {
+        if let Some(why) = ort::provider_unavailable(p) {
+            notes.push(why);
+            continue;
+        }
         let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, crate::plan::nvidia_free_bytes);
         let engines = plan
             .devices

@@ -163,7 +163,7 @@ pub fn load(gpu: bool) -> Result<()> {
 }
 
 /// Why a provider cannot be used with this library, if it is not compiled in.
-fn provider_unavailable(p: Provider) -> Option<String> {
+pub fn provider_unavailable(p: Provider) -> Option<String> {
     let available = match p {
         Provider::Cpu => return None,
         Provider::Cuda => CUDA::is_available(),

@@ -31,23 +31,6 @@ fn restore_sr_x4(out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
     restore("sr_x4", "sr_x4", out, extra, envs)
 }
 
-/// `diffir restore INPUT -o OUT` with the sr_x4 fixture bundle on tract, plus `extra` arguments.
-fn restore_on_tract(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    let bundle = model("sr_x4");
-    let mut args = vec![
-        "restore",
-        s(input),
-        "-o",
-        s(out),
-        "--model",
-        &bundle,
-        "--backend",
-        "tract",
-    ];
-    args.extend_from_slice(extra);
-    diffir(&args, &[])
-}
-
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut v = vec![];
     for e in walk(dir) {

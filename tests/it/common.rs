@@ -92,3 +92,20 @@ pub fn copy_bundle(name: &str, dst: &Path) {
         std::fs::copy(bundles_dir().join(name).join(f), dst.join(f)).unwrap();
     }
 }
+
+/// `diffir restore INPUT -o OUT` with the sr_x4 fixture bundle on tract, plus `extra` arguments.
+pub fn restore_on_tract(input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let bundle = bundles_dir().join("sr_x4");
+    let mut args = vec![
+        "restore",
+        s(input),
+        "-o",
+        s(out),
+        "--model",
+        s(&bundle),
+        "--backend",
+        "tract",
+    ];
+    args.extend_from_slice(extra);
+    diffir(&args, &[])
+}

@@ -10,27 +10,6 @@ fn fixture(name: &str) -> PathBuf {
     repo().join("tests/fixtures/images").join(name)
 }
 
-fn model() -> String {
-    bundles_dir().join("sr_x4").to_string_lossy().into_owned()
-}
-
-/// Restore `input` to `out` with the tiny x4 model on tract; returns the process output.
-fn restore(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
-    let model = model();
-    let mut args = vec![
-        "restore",
-        s(input),
-        "-o",
-        s(out),
-        "--model",
-        &model,
-        "--backend",
-        "tract",
-    ];
-    args.extend(extra);
-    diffir(&args, &[])
-}
-
 fn decoded(path: &Path) -> (ColorType, (u32, u32), Option<Vec<u8>>) {
     let mut dec = image::ImageReader::open(path)
         .unwrap()
@@ -46,7 +25,7 @@ fn decoded(path: &Path) -> (ColorType, (u32, u32), Option<Vec<u8>>) {
 fn sixteen_bit_png_stays_sixteen_bit_and_never_passes_through_8_bits() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o.png");
-    let o = restore(&fixture("rgb16.png"), &out, &[]);
+    let o = restore_on_tract(&fixture("rgb16.png"), &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (color, dims, _) = decoded(&out);
     assert_eq!((color, dims), (ColorType::Rgb16, (112, 80)));
@@ -60,7 +39,7 @@ fn sixteen_bit_png_stays_sixteen_bit_and_never_passes_through_8_bits() {
     let npy_in = tmp.path().join("in.npy");
     ndarray_npy::write_npy(&npy_in, &arr).unwrap();
     let npy_out = tmp.path().join("o.npy");
-    assert!(restore(&npy_in, &npy_out, &[]).status.success());
+    assert!(restore_on_tract(&npy_in, &npy_out, &[]).status.success());
     let want: ndarray::Array3<f32> = ndarray_npy::read_npy(&npy_out).unwrap();
     let got = image::open(&out).unwrap().into_rgb16();
     let d = got
@@ -78,7 +57,7 @@ fn sixteen_bit_tiff_round_trips() {
     let tif = tmp.path().join("in.tif");
     image::open(fixture("rgb16.png")).unwrap().save(&tif).unwrap();
     let out = tmp.path().join("o.tif");
-    let o = restore(&tif, &out, &[]);
+    let o = restore_on_tract(&tif, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(decoded(&out).0, ColorType::Rgb16);
 }
@@ -87,7 +66,7 @@ fn sixteen_bit_tiff_round_trips() {
 fn alpha_is_upscaled_separately_and_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("o.png");
-    let o = restore(&fixture("rgba.png"), &out, &[]);
+    let o = restore_on_tract(&fixture("rgba.png"), &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let img = image::open(&out).unwrap();
     assert_eq!(img.color(), ColorType::Rgba8);
@@ -100,7 +79,7 @@ fn alpha_is_upscaled_separately_and_kept() {
     assert!(row.windows(2).all(|w| w[1] >= w[0]), "{row:?}");
     // JPEG cannot hold alpha: refused, not silently dropped.
     let jpg = tmp.path().join("o.jpg");
-    let o = restore(&fixture("rgba.png"), &jpg, &[]);
+    let o = restore_on_tract(&fixture("rgba.png"), &jpg, &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("alpha"), "{}", stderr(&o));
     assert!(!jpg.exists());
@@ -110,13 +89,13 @@ fn alpha_is_upscaled_separately_and_kept() {
 fn grayscale_in_grayscale_out_and_palette_expanded() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("g.png");
-    assert!(restore(&fixture("gray.png"), &out, &[]).status.success());
+    assert!(restore_on_tract(&fixture("gray.png"), &out, &[]).status.success());
     assert_eq!(decoded(&out).0, ColorType::L8);
     let out = tmp.path().join("p.png");
-    assert!(restore(&fixture("palette.png"), &out, &[]).status.success());
+    assert!(restore_on_tract(&fixture("palette.png"), &out, &[]).status.success());
     assert_eq!(decoded(&out), (ColorType::Rgb8, (112, 80), None));
     let out = tmp.path().join("b.png");
-    assert!(restore(&fixture("image.bmp"), &out, &[]).status.success());
+    assert!(restore_on_tract(&fixture("image.bmp"), &out, &[]).status.success());
     assert_eq!(decoded(&out).1, (112, 80));
 }
 
@@ -124,8 +103,8 @@ fn grayscale_in_grayscale_out_and_palette_expanded() {
 fn exif_orientation_is_applied_on_load() {
     let tmp = tempfile::tempdir().unwrap();
     let (rot, up) = (tmp.path().join("r.npy"), tmp.path().join("u.npy"));
-    assert!(restore(&fixture("rotated.jpg"), &rot, &[]).status.success());
-    assert!(restore(&fixture("upright.jpg"), &up, &[]).status.success());
+    assert!(restore_on_tract(&fixture("rotated.jpg"), &rot, &[]).status.success());
+    assert!(restore_on_tract(&fixture("upright.jpg"), &up, &[]).status.success());
     let rot: ndarray::Array3<f32> = ndarray_npy::read_npy(&rot).unwrap();
     let up: ndarray::Array3<f32> = ndarray_npy::read_npy(&up).unwrap();
     // Orientation 6 = displayed turned 90° clockwise: width and height swap.
@@ -147,7 +126,7 @@ fn icc_profiles_are_carried() {
         ("icc.png", "o.webp"),
     ] {
         let out = tmp.path().join(out);
-        let o = restore(&fixture(input), &out, &[]);
+        let o = restore_on_tract(&fixture(input), &out, &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(
             decoded(&out).2.as_deref(),
@@ -167,7 +146,7 @@ fn broken_and_oversized_inputs_fail_alone() {
         std::fs::copy(fixture(f), src.join(f)).unwrap();
     }
     let out = tmp.path().join("out");
-    let o = restore(&src, &out, &["--max-pixels", "1000000"]);
+    let o = restore_on_tract(&src, &out, &["--max-pixels", "1000000"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("truncated.png") && err.contains("cannot decode"), "{err}");
@@ -192,15 +171,19 @@ fn folder_runs_keep_formats_unless_told() {
     std::fs::copy(fixture("upright.jpg"), src.join("a.jpg")).unwrap();
     std::fs::copy(fixture("gray.png"), src.join("b.png")).unwrap();
     let out = tmp.path().join("same");
-    assert!(restore(&src, &out, &[]).status.success());
+    assert!(restore_on_tract(&src, &out, &[]).status.success());
     assert!(out.join("a.jpg").is_file() && out.join("b.png").is_file());
     let (lo, hi) = (tmp.path().join("lo"), tmp.path().join("hi"));
-    assert!(restore(&src, &lo, &["--format", "jpg", "--jpeg-quality", "20"])
-        .status
-        .success());
-    assert!(restore(&src, &hi, &["--format", "jpg", "--jpeg-quality", "98"])
-        .status
-        .success());
+    assert!(
+        restore_on_tract(&src, &lo, &["--format", "jpg", "--jpeg-quality", "20"])
+            .status
+            .success()
+    );
+    assert!(
+        restore_on_tract(&src, &hi, &["--format", "jpg", "--jpeg-quality", "98"])
+            .status
+            .success()
+    );
     let size = |p: PathBuf| std::fs::metadata(p).unwrap().len();
     assert!(lo.join("b.jpg").is_file() && !lo.join("b.png").exists());
     assert!(size(lo.join("a.jpg")) < size(hi.join("a.jpg")));
