@@ -9,7 +9,7 @@ use crate::backend::BackendKind;
 use crate::bundle::{Bundle, Precision};
 use crate::error::{Error, Result};
 use crate::image_io;
-use crate::pipeline::{Pipeline, Tiling};
+use crate::pipeline::{Finish, Pipeline, Tiling};
 use crate::plan::{DeviceList, PlanRequest, TileRequest};
 use crate::sampler;
 
@@ -39,15 +39,36 @@ pub enum Command {
     Bench(BenchArgs),
     /// List the models installed in the models folder ($DIFFIR_MODELS_DIR), usable by name with -n.
     Models,
+    /// Serve models over HTTP (image in, image out; KServe v2; health, readiness, metrics) until SIGTERM.
+    Serve(ServeArgs),
 }
 
-/// Model, backend and tiling options shared by `restore`, `bench` and `info`.
+/// The model of `restore`, `bench` and `info`.
 #[derive(Debug, Args)]
-pub struct EngineArgs {
+pub struct ModelArg {
     /// Model: a bundle folder, or the name of one in the models folder ($DIFFIR_MODELS_DIR, default
     /// ~/.local/share/diffir/models; `diffir models` lists them). Default: the built-in x4 model.
     #[arg(short = 'n', long)]
     pub model: Option<PathBuf>,
+}
+
+impl ModelArg {
+    fn bundle(&self) -> Result<Bundle> {
+        load_model(self.model.as_deref())
+    }
+}
+
+/// A bundle folder or an installed model's name; None: the built-in model.
+pub fn load_model(model: Option<&Path>) -> Result<Bundle> {
+    match model {
+        Some(m) => Bundle::load(crate::models::resolve(m)?),
+        None => Bundle::builtin(),
+    }
+}
+
+/// Backend, plan and tiling options shared by `restore`, `bench`, `info` and `serve`.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
     /// ort: onnxruntime with the best provider that starts (TensorRT, CUDA, CPU); ort-cpu/ort-cuda/ort-tensorrt:
     /// that provider only. auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
@@ -123,13 +144,6 @@ impl EngineArgs {
             .map_err(Error::Backend)
     }
 
-    fn bundle(&self) -> Result<Bundle> {
-        match &self.model {
-            Some(m) => Bundle::load(crate::models::resolve(m)?),
-            None => Bundle::builtin(),
-        }
-    }
-
     /// The CUDA provider options, `--cuda-graph` included.
     fn cuda_options(&self) -> Vec<(String, String)> {
         let mut out = self.cuda_options.clone();
@@ -158,7 +172,7 @@ impl EngineArgs {
 
     /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
     /// tiling its plan chose.
-    fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
+    pub fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
         let kind = self.kind()?;
         let pipeline = Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options())?;
         if self.verbose {
@@ -173,6 +187,8 @@ impl EngineArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Input (LR) size, HxW.
@@ -197,7 +213,7 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 
 /// `diffir bench`: returns the text to print.
 pub fn bench(args: &BenchArgs) -> Result<String> {
-    let bundle = args.engine.bundle()?;
+    let bundle = args.model.bundle()?;
     let (pipeline, tiling) = args.engine.start(bundle)?;
     let (h, w) = args.size;
     let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
@@ -229,6 +245,8 @@ pub struct RestoreArgs {
     /// Output file (one input file) or folder (several inputs or a folder; created, relative paths kept).
     #[arg(short, long)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Seed of the initial prior noise (1 × ipr_dim standard normals). Every input uses the same draw.
@@ -267,7 +285,103 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A model to serve: a bundle folder or an installed model's name (served under its folder name), or
+    /// NAME=MODEL (repeatable). Default: the built-in model, as diffir-x4-small.
+    #[arg(long = "model", short = 'n', value_name = "[NAME=]MODEL")]
+    pub models: Vec<String>,
+    /// Address to listen on; port 0 lets the OS pick (the address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest input image in pixels, checked from its header before decoding (413 above).
+    #[arg(long, default_value_t = 50_000_000)]
+    pub max_pixels: u64,
+    /// Restores running at once (each one uses the plan's workers and threads).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrency: u32,
+    /// Requests that may wait for a worker; beyond that the answer is 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    pub queue: usize,
+    /// Deadline of a restore request in seconds (504 after it; the restore is stopped between tiles).
+    #[arg(long, default_value_t = 300.0, value_parser = parse_seconds)]
+    pub request_timeout: f64,
+    /// File holding the bearer token every request but the health checks must send
+    /// (Authorization: Bearer TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// JPEG quality of JPEG outputs (1-100).
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+}
+
+fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+/// `diffir serve`: load every model once, then serve until SIGTERM/SIGINT.
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let token = match &args.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Error::input(f, "the token file is empty"));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let specs: Vec<(String, Option<PathBuf>)> = if args.models.is_empty() {
+        vec![(crate::builtin::NAME.to_string(), None)]
+    } else {
+        args.models
+            .iter()
+            .map(|m| match m.split_once('=') {
+                Some((name, dir)) if !name.is_empty() => (name.to_string(), Some(PathBuf::from(dir))),
+                _ => {
+                    let p = PathBuf::from(m);
+                    let name = p
+                        .file_name()
+                        .map_or_else(|| m.clone(), |n| n.to_string_lossy().into_owned());
+                    (name, Some(p))
+                }
+            })
+            .collect()
+    };
+    let mut models = vec![];
+    for (name, path) in specs {
+        if models.iter().any(|m: &crate::serve::ServedModel| m.name == name) {
+            return Err(Error::Backend(format!("model name '{name}' is given twice")));
+        }
+        let bundle = load_model(path.as_deref())?;
+        let (pipeline, tiling) = args.engine.start(bundle)?;
+        models.push(crate::serve::ServedModel { name, pipeline, tiling });
+    }
+    let opts = crate::serve::ServeOptions {
+        listen: args.listen,
+        max_body_bytes: args.max_body_bytes,
+        max_pixels: args.max_pixels,
+        max_concurrency: args.max_concurrency as usize,
+        queue: args.queue,
+        request_timeout: std::time::Duration::from_secs_f64(args.request_timeout),
+        token,
+        jpeg_quality: args.jpeg_quality,
+    };
+    crate::serve::run(models, opts)
+}
+
+#[derive(Debug, Args)]
 pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
     /// With --backend: also start that backend and print its plan (provider, devices, workers x threads,
     /// tile, tiles per batch).
     #[command(flatten)]
@@ -427,7 +541,7 @@ pub fn models() -> String {
 
 /// `diffir info`.
 pub fn info(args: &InfoArgs) -> Result<String> {
-    let bundle = args.engine.bundle()?;
+    let bundle = args.model.bundle()?;
     let mut out = bundle.describe();
     out += &format!(
         "precisions:     {}\n",
@@ -494,7 +608,7 @@ enum Done {
 /// `diffir restore`: model errors stop everything (Err); per-input errors are collected and the batch goes on.
 pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     args.engine.kind()?;
-    let bundle = args.engine.bundle()?;
+    let bundle = args.model.bundle()?;
     let noise = match &args.init_noise {
         Some(p) => image_io::read_noise(p, bundle.ipr_dim())?,
         None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
@@ -533,6 +647,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         Some(b) => b.println(line),
         None => eprintln!("{line}"),
     };
+    let never = std::sync::atomic::AtomicBool::new(false);
     let run_job = |job: &Job| -> Result<Done> {
         if args.skip_existing && job.output.exists() {
             return Ok(Done::Skipped);
@@ -545,42 +660,23 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         let format = image_io::OutputFormat::from_path(&job.output)?;
         let picture = image_io::read_picture(&job.input, args.max_pixels)?;
         format.check_can_hold(&job.output, picture.alpha.is_some())?;
-        let restored = if args.tta {
-            pipeline.restore_tta(&picture.rgb, mask.as_ref(), &noise, &tiling)?
-        } else {
-            pipeline.restore(&picture.rgb, mask.as_ref(), &noise, &tiling)?
+        let finish = Finish {
+            outscale: args.outscale,
+            tta: args.tta,
         };
-        // --outscale: the result resized to X times the input.
-        let (ih, iw) = (picture.rgb.height, picture.rgb.width);
-        let (oh, ow) = match args.outscale {
-            Some(x) => (
-                ((ih as f64 * x).round() as usize).max(1),
-                ((iw as f64 * x).round() as usize).max(1),
-            ),
-            None => (restored.image.height, restored.image.width),
-        };
-        let result = image_io::resize_image(&restored.image, oh, ow);
+        let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, finish, &never)?;
         if !args.engine.quiet {
-            for note in &restored.notes {
+            for note in &done.restored.notes {
                 say(format!("note: {}: {note}", job.input.display()));
             }
         }
-        let alpha = picture
-            .alpha
-            .as_ref()
-            .map(|a| image_io::resize_alpha(a, ih, iw, oh, ow));
-        let carry = image_io::Carry {
-            alpha: alpha.as_deref(),
-            sixteen_bit: picture.depth == image_io::Depth::Sixteen,
-            gray: picture.gray,
-            icc: picture.icc.as_deref(),
-        };
+        let carry = done.carry(&picture);
         let write = image_io::WriteOptions {
             quantize: pipeline.quantize(),
             jpeg_quality: args.jpeg_quality,
             overwrite: args.overwrite,
         };
-        image_io::write_picture(&job.output, &result, &carry, &write).map(|()| Done::Written)
+        image_io::write_picture(&job.output, &done.image, &carry, &write).map(|()| Done::Written)
     };
     // With several GPUs, that many images are in flight at once (each one's tiles spread over the devices
     // too), so a batch of small images keeps every device busy.
@@ -676,6 +772,13 @@ pub fn run() -> i32 {
         Command::Info(args) => print_or_fail(info(&args)),
         Command::Bench(args) => print_or_fail(bench(&args)),
         Command::Models => print_or_fail(Ok(models())),
+        Command::Serve(args) => match serve(&args) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
         Command::Restore(args) => {
             let clock = std::time::Instant::now();
             match restore(&args) {

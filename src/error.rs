@@ -24,6 +24,12 @@ pub enum Error {
     /// An input image, mask or noise file is unusable.
     #[error("{path}: {msg}")]
     Input { path: PathBuf, msg: String },
+    /// An input is over a configured limit (`--max-pixels`).
+    #[error("{path}: {msg}")]
+    TooLarge { path: PathBuf, msg: String },
+    /// The work was cancelled (a server request past its deadline).
+    #[error("cancelled")]
+    Cancelled,
     /// A tensor or image has a shape the model cannot take.
     #[error("{0}")]
     Shape(String),

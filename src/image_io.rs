@@ -66,12 +66,37 @@ pub fn read_picture(path: &Path, max_pixels: u64) -> Result<Picture> {
         });
     }
     let (img, icc) = decode(path, max_pixels)?;
+    Ok(picture_from(img, icc, image_is_bmp(path)))
+}
+
+/// Decode an encoded image held in memory (PNG, JPEG, WebP, TIFF, BMP) with the same handling as files:
+/// 16-bit, alpha, grayscale, palette, EXIF orientation, ICC, and `max_pixels` checked from the header.
+/// Returns the picture and the format it was in (`label` names the source in errors).
+pub fn decode_picture(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(Picture, OutputFormat)> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    let (img, icc, format) = decode_from(reader, label, max_pixels)?;
+    let out = match format {
+        image::ImageFormat::Jpeg => OutputFormat::Jpeg,
+        image::ImageFormat::WebP => OutputFormat::Webp,
+        image::ImageFormat::Tiff => OutputFormat::Tiff,
+        image::ImageFormat::Bmp => OutputFormat::Bmp,
+        _ => OutputFormat::Png,
+    };
+    Ok((picture_from(img, icc, format == image::ImageFormat::Bmp), out))
+}
+
+fn image_is_bmp(path: &Path) -> bool {
+    extension(path) == "bmp"
+}
+
+/// The picture of a decoded image; `bmp`: BMP palettes that are all gray count as grayscale.
+fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, bmp: bool) -> Picture {
     let (width, height) = (img.width() as usize, img.height() as usize);
     // BMP palettes (1-, 4- and 8-bit) decode as RGB: a file whose every colour is gray is grayscale too.
     let gray = matches!(
         img.color(),
         ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
-    ) || (extension(path) == "bmp"
+    ) || (bmp
         && img.color() == ColorType::Rgb8
         && img
             .as_rgb8()
@@ -107,13 +132,13 @@ pub fn read_picture(path: &Path, max_pixels: u64) -> Result<Picture> {
             .collect();
         (rgb, a)
     };
-    Ok(Picture {
+    Picture {
         rgb: Image::new(height, width, rgb),
         alpha,
         depth,
         gray,
         icc,
-    })
+    }
 }
 
 /// Read an RGB image in [0, 1] (see `read_picture`).
@@ -123,44 +148,51 @@ pub fn read_image(path: &Path) -> Result<Image> {
 
 fn check_pixels(path: &Path, height: u64, width: u64, max_pixels: u64) -> Result<()> {
     if height * width > max_pixels {
-        return Err(Error::input(
-            path,
-            format!(
+        return Err(Error::TooLarge {
+            path: path.into(),
+            msg: format!(
                 "{width}x{height} is {} pixels, over the limit of {max_pixels} (--max-pixels)",
                 width * height
             ),
-        ));
+        });
     }
     Ok(())
 }
 
 /// Decode with limits, apply the EXIF orientation, and return the ICC profile.
 fn decode(path: &Path, max_pixels: u64) -> Result<(DynamicImage, Option<Vec<u8>>)> {
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    if reader.format().is_none() {
+    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
+    decode_from(reader, path, max_pixels).map(|(img, icc, _)| (img, icc))
+}
+
+/// Decode from any reader (`label` names the source in errors); also returns the detected format.
+fn decode_from<R: std::io::BufRead + std::io::Seek>(
+    reader: image::ImageReader<R>,
+    label: &Path,
+    max_pixels: u64,
+) -> Result<(DynamicImage, Option<Vec<u8>>, image::ImageFormat)> {
+    let mut reader = reader.with_guessed_format().map_err(|e| Error::io(label, e))?;
+    let Some(format) = reader.format() else {
         return Err(Error::input(
-            path,
+            label,
             "not an image in a supported format (PNG, JPEG, WebP, TIFF, BMP)",
         ));
-    }
+    };
     let mut limits = image::Limits::default();
     // 16 bytes per pixel covers every decoded layout (RGBA f32).
     limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
     reader.limits(limits);
-    let bad = |e: image::ImageError| Error::input(path, format!("cannot decode image: {e}"));
+    let bad = |e: image::ImageError| Error::input(label, format!("cannot decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let (w, h) = decoder.dimensions();
-    check_pixels(path, h as u64, w as u64, max_pixels)?;
+    check_pixels(label, h as u64, w as u64, max_pixels)?;
     let icc = decoder.icc_profile().ok().flatten();
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
     img.apply_orientation(orientation);
-    Ok((img, icc))
+    Ok((img, icc, format))
 }
 
 fn read_npy_image(path: &Path) -> Result<Image> {
@@ -186,18 +218,29 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
         let (h, w) = arr.dim();
         (h, w, arr.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect())
     } else {
-        let img = decode(path, DEFAULT_MAX_PIXELS)?.0.into_luma16();
-        let (w, h) = img.dimensions();
-        (
-            h as usize,
-            w as usize,
-            img.into_raw()
-                .into_iter()
-                .map(|v| if v > 0 { 1.0 } else { 0.0 })
-                .collect(),
-        )
+        return Ok(mask_from(decode(path, DEFAULT_MAX_PIXELS)?.0));
     };
     Ok(Mask { height, width, data })
+}
+
+/// An inpainting mask from an encoded image in memory (any non-zero pixel is a hole).
+pub fn decode_mask(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<Mask> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
+    Ok(mask_from(decode_from(reader, label, max_pixels)?.0))
+}
+
+fn mask_from(img: DynamicImage) -> Mask {
+    let img = img.into_luma16();
+    let (w, h) = img.dimensions();
+    Mask {
+        height: h as usize,
+        width: w as usize,
+        data: img
+            .into_raw()
+            .into_iter()
+            .map(|v| if v > 0 { 1.0 } else { 0.0 })
+            .collect(),
+    }
 }
 
 /// Read an initial-noise file: float32 .npy of shape (1, D) or (D,).
@@ -306,6 +349,22 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
     if !opts.overwrite && path.exists() {
         return Err(Error::Exists { path: path.into() });
     }
+    check_carry(path, image, carry, format)?;
+    write_encoded(path, opts.overwrite, |file| {
+        encode_into(file, image, carry, opts, format)
+    })
+}
+
+/// Encode a result in memory, as `write_picture` writes it to a file (the same bytes).
+pub fn encode_picture(image: &Image, carry: &Carry<'_>, opts: &WriteOptions, format: OutputFormat) -> Result<Vec<u8>> {
+    let label = Path::new("(in memory)");
+    check_carry(label, image, carry, format)?;
+    let mut out = std::io::Cursor::new(Vec::new());
+    encode_into(&mut out, image, carry, opts, format).map_err(|msg| Error::input(label, msg))?;
+    Ok(out.into_inner())
+}
+
+fn check_carry(path: &Path, image: &Image, carry: &Carry<'_>, format: OutputFormat) -> Result<()> {
     if let Some(a) = carry.alpha {
         if a.len() != image.height * image.width {
             return Err(Error::Shape(format!(
@@ -317,6 +376,16 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
         }
         format.check_can_hold(path, true)?;
     }
+    Ok(())
+}
+
+fn encode_into<W: Write + std::io::Seek>(
+    file: &mut W,
+    image: &Image,
+    carry: &Carry<'_>,
+    opts: &WriteOptions,
+    format: OutputFormat,
+) -> std::result::Result<(), String> {
     let (w, h) = (image.width as u32, image.height as u32);
     let channels = match (carry.gray, carry.alpha.is_some()) {
         (true, false) => 1,
@@ -347,7 +416,7 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
             })
     };
     let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
-    write_encoded(path, opts.overwrite, |file| {
+    {
         if format == OutputFormat::Npy {
             let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())
                 .map_err(|e| e.to_string())?;
@@ -418,7 +487,7 @@ pub fn write_picture(path: &Path, image: &Image, carry: &Carry<'_>, opts: &Write
         encoder
             .encode(&bytes, w, h, color)
             .map_err(|e| format!("cannot encode: {e}"))
-    })
+    }
 }
 
 /// Object-safe wrapper over the `image` encoders (they consume themselves on write).

@@ -32,6 +32,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod sampler;
 pub mod schedule;
+pub mod serve;
 pub mod tiling;
 
 pub use backend::{BackendKind, EngineOptions};

@@ -1,6 +1,7 @@
 //! The restore pipeline: CPEN once per image, the reverse diffusion loop, then the backbone, then
 //! crop/clamp (and the inpainting composite).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -8,6 +9,7 @@ use rayon::prelude::*;
 use crate::backend::{self, BackendKind, Engine, EngineOptions, Input, Tensor};
 use crate::bundle::{Bundle, GraphKind, Precision, Task};
 use crate::error::{Error, Result};
+use crate::image_io::{Carry, Depth, Picture};
 use crate::plan::{Plan, PlanRequest};
 use crate::preprocess::{self, Image, Mask, Quantize};
 use crate::sampler;
@@ -79,6 +81,38 @@ pub struct Timings {
 impl Timings {
     pub fn total(&self) -> Duration {
         self.prepare + self.cpen + self.diffusion + self.backbone + self.assemble
+    }
+}
+
+/// What happens to a restored picture before it is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Finish {
+    /// Resize the result to this many times the input (Lanczos). Default: None (the model's scale).
+    pub outscale: Option<f64>,
+    /// Self-ensemble over the 8 flips and rotations (`restore_tta`). Default: false.
+    pub tta: bool,
+}
+
+/// A restored picture, ready to encode: the image and its alpha channel at the output size.
+#[derive(Debug, Clone)]
+pub struct RestoredPicture {
+    /// The result at the output size (the model's scale, or `Finish::outscale`).
+    pub image: Image,
+    /// The input's alpha, resized to the output size (Catmull-Rom).
+    pub alpha: Option<Vec<f32>>,
+    /// The restore itself (its image moved into `image`).
+    pub restored: Restored,
+}
+
+impl RestoredPicture {
+    /// What the output carries over from `picture`: alpha, bit depth, grayscale, ICC profile.
+    pub fn carry<'a>(&'a self, picture: &'a Picture) -> Carry<'a> {
+        Carry {
+            alpha: self.alpha.as_deref(),
+            sixteen_bit: picture.depth == Depth::Sixteen,
+            gray: picture.gray,
+            icc: picture.icc.as_deref(),
+        }
     }
 }
 
@@ -341,7 +375,28 @@ impl Pipeline {
     /// The prior is computed once for the whole image (CPEN in windows when the image is larger than one
     /// tile, then one reverse chain); every backbone tile receives that same prior.
     pub fn restore(&self, image: &Image, mask: Option<&Mask>, noise: &[f32], tiling: &Tiling) -> Result<Restored> {
+        self.restore_cancellable(image, mask, noise, tiling, &AtomicBool::new(false))
+    }
+
+    /// `restore`, stopping with `Error::Cancelled` once `cancel` is set (checked before each stage and
+    /// between rounds of backbone tiles).
+    pub fn restore_cancellable(
+        &self,
+        image: &Image,
+        mask: Option<&Mask>,
+        noise: &[f32],
+        tiling: &Tiling,
+        cancel: &AtomicBool,
+    ) -> Result<Restored> {
+        let check = || {
+            if cancel.load(Ordering::Relaxed) {
+                Err(Error::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
         self.check_inputs(image, mask)?;
+        check()?;
         let spec = &self.bundle.spec;
         let mut timings = Timings::default();
         let mut watch = Stopwatch(Instant::now());
@@ -359,6 +414,7 @@ impl Pipeline {
             self.condition_tiled(&x, &shape, tiling.tile)?
         };
         lap(&mut timings.cpen);
+        check()?;
         let steps = self.sample(&condition, noise)?;
         lap(&mut timings.diffusion);
         let ipr = steps.last().expect("at least one step").clone();
@@ -379,7 +435,7 @@ impl Pipeline {
                 })
             } else {
                 let mut tiled = Timings::default();
-                let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled);
+                let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled, cancel);
                 // The tiled stage timed itself: count it once, as backbone and blending.
                 lap(&mut Duration::default());
                 timings.backbone += tiled.backbone;
@@ -437,6 +493,7 @@ impl Pipeline {
         batch: usize,
         out: (usize, usize),
         timings: &mut Timings,
+        cancel: &AtomicBool,
     ) -> Result<(Image, usize, usize)> {
         let spec = &self.bundle.spec;
         let (hp, wp) = (shape[2], shape[3]);
@@ -453,6 +510,9 @@ impl Pipeline {
             let tiles: Vec<_> = plan.tiles().collect();
             let groups: Vec<&[(usize, usize, usize, usize)]> = tiles.chunks(batch.max(1)).collect();
             for round in groups.chunks(self.workers()) {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
                 let clock = Instant::now();
                 let outs = self.map_ordered(round, |group| {
                     let n = group.len().max(padded);
@@ -477,6 +537,44 @@ impl Pipeline {
             }
         }
         Ok((Image::new(oh, ow, data), plan.count(), fp32_redos))
+    }
+
+    /// Restore a decoded picture the way the CLI and the server both do: the RGB through the model
+    /// (`restore`, or `restore_tta`), then resized for `Finish::outscale`, and the alpha channel resized to
+    /// the output size.
+    pub fn restore_picture(
+        &self,
+        picture: &Picture,
+        mask: Option<&Mask>,
+        noise: &[f32],
+        tiling: &Tiling,
+        finish: Finish,
+        cancel: &AtomicBool,
+    ) -> Result<RestoredPicture> {
+        let mut restored = if finish.tta {
+            self.restore_tta(&picture.rgb, mask, noise, tiling)?
+        } else {
+            self.restore_cancellable(&picture.rgb, mask, noise, tiling, cancel)?
+        };
+        let (ih, iw) = (picture.rgb.height, picture.rgb.width);
+        let (oh, ow) = match finish.outscale {
+            Some(x) => (
+                ((ih as f64 * x).round() as usize).max(1),
+                ((iw as f64 * x).round() as usize).max(1),
+            ),
+            None => (restored.image.height, restored.image.width),
+        };
+        let full = std::mem::replace(&mut restored.image, Image::zeros(0, 0));
+        let image = if (oh, ow) == (full.height, full.width) {
+            full
+        } else {
+            crate::image_io::resize_image(&full, oh, ow)
+        };
+        let alpha = picture
+            .alpha
+            .as_ref()
+            .map(|a| crate::image_io::resize_alpha(a, ih, iw, oh, ow));
+        Ok(RestoredPicture { image, alpha, restored })
     }
 
     /// Self-ensemble (test-time augmentation): restore the 8 flips and rotations of the image, undo each on

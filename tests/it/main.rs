@@ -9,4 +9,5 @@ mod graph_rewrite;
 mod image_io;
 mod official;
 mod reference_bundles;
+mod serve;
 mod tiling;
