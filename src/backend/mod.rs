@@ -238,8 +238,7 @@ pub fn start(
                 }
                 line += &fallback_notes(&notes);
                 let (version, warning) = ort::library_version().unwrap_or_default();
-                let devices = if plan.devices.len() > 1 { " x multiple GPUs" } else { "" };
-                let mut summary = format!("backend: onnxruntime {version} {}{devices} [{plan}]", p.name());
+                let mut summary = format!("backend: onnxruntime {version} {} [{plan}]", p.name());
                 if !notes.is_empty() {
                     let skipped: Vec<&str> = providers[..providers.iter().position(|&q| q == p).unwrap_or(0)]
                         .iter()
