@@ -613,7 +613,11 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         Some(p) => image_io::read_noise(p, bundle.ipr_dim())?,
         None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
     };
-    let mask = args.mask.as_deref().map(image_io::read_mask).transpose()?;
+    let mask = args
+        .mask
+        .as_deref()
+        .map(|m| image_io::read_mask(m, args.max_pixels))
+        .transpose()?;
     bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
     let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
     let mut notes = vec![];

@@ -210,15 +210,17 @@ fn read_npy_image(path: &Path) -> Result<Image> {
 }
 
 /// Read an inpainting mask: any non-zero pixel is a hole (1), as the official predict script binarises it.
-pub fn read_mask(path: &Path) -> Result<Mask> {
+/// Masks over `max_pixels` are refused, images from their header before decoding.
+pub fn read_mask(path: &Path, max_pixels: u64) -> Result<Mask> {
     let (height, width, data) = if extension(path) == "npy" {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let arr = Array2::<f32>::read_npy(std::io::BufReader::new(file))
             .map_err(|e| Error::input(path, format!("expected a float32 H×W .npy mask: {e}")))?;
         let (h, w) = arr.dim();
+        check_pixels(path, h as u64, w as u64, max_pixels)?;
         (h, w, arr.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect())
     } else {
-        return Ok(mask_from(decode(path, DEFAULT_MAX_PIXELS)?.0));
+        return Ok(mask_from(decode(path, max_pixels)?.0));
     };
     Ok(Mask { height, width, data })
 }
@@ -282,12 +284,18 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// Refuse, before any work, an output that cannot hold what the input carries (alpha in a JPEG).
+    /// Refuse, before any work, an output that cannot hold what the input carries (alpha in a JPEG or a
+    /// .npy; a .npy always holds the float RGB result, H×W×3, also for grayscale inputs).
     pub fn check_can_hold(self, path: &Path, alpha: bool) -> Result<()> {
-        if alpha && self == OutputFormat::Jpeg {
+        let what = match self {
+            OutputFormat::Jpeg => "JPEG",
+            OutputFormat::Npy => "a .npy output (float RGB only)",
+            _ => return Ok(()),
+        };
+        if alpha {
             return Err(Error::input(
                 path,
-                "JPEG cannot hold the input's alpha channel; write .png, .webp or .tif",
+                format!("{what} cannot hold the input's alpha channel; write .png, .webp or .tif"),
             ));
         }
         Ok(())

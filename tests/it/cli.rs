@@ -159,6 +159,20 @@ fn masks_are_required_for_inpainting_only() {
         stderr(&o)
     );
     assert!(!out.exists());
+    // --max-pixels applies to the mask too (33x27 = 891 pixels).
+    let o = restore(
+        "inpaint",
+        "inpaint",
+        &out,
+        &["--mask", s(&mask), "--max-pixels", "800"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mask.png") && stderr(&o).contains("--max-pixels"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -590,12 +604,7 @@ fn flags_people_know_from_other_upscalers() {
 fn models_by_name_from_the_models_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
-    let dst = models.join("tiny_x4");
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(bundles_dir().join("sr_x4")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_bundle("sr_x4", &models.join("tiny_x4"));
     let env = [("DIFFIR_MODELS_DIR", s(&models))];
     let o = diffir(&["models"], &env);
     let text = String::from_utf8_lossy(&o.stdout);

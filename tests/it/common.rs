@@ -86,11 +86,17 @@ pub fn s(p: &Path) -> &str {
 }
 
 /// Copy a bundle folder (the graphs and bundle.yaml) into `dst`.
+/// Copy fixture bundle `name` (bundle.yaml and every graph) to `dst`, and check that the copy loads, so that
+/// a test that then breaks it fails for its own reason.
 pub fn copy_bundle(name: &str, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
-    for f in ["bundle.yaml", "cpen.onnx", "denoiser.onnx", "backbone.onnx"] {
-        std::fs::copy(bundles_dir().join(name).join(f), dst.join(f)).unwrap();
+    for f in std::fs::read_dir(bundles_dir().join(name)).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap() == "bundle.yaml" || f.extension().is_some_and(|e| e == "onnx") {
+            std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+        }
     }
+    diffir::Bundle::load(dst).expect("an intact copy of the bundle loads");
 }
 
 /// `diffir restore INPUT -o OUT` with the sr_x4 fixture bundle on tract, plus `extra` arguments.

@@ -353,10 +353,7 @@ fn with_output_dims(name: &str, dims: [&str; 2]) -> tempfile::TempDir {
     use prost::Message;
     use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
     let tmp = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(bundles_dir().join(name)).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
-    }
+    copy_bundle(name, tmp.path());
     let path = tmp.path().join("backbone.onnx");
     let mut model = ModelProto::decode(&std::fs::read(&path).unwrap()[..]).unwrap();
     let graph = model.graph.as_mut().unwrap();
