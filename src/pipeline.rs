@@ -78,6 +78,16 @@ pub struct Timings {
     pub assemble: Duration,
 }
 
+impl std::ops::AddAssign for Timings {
+    fn add_assign(&mut self, o: Timings) {
+        self.prepare += o.prepare;
+        self.cpen += o.cpen;
+        self.diffusion += o.diffusion;
+        self.backbone += o.backbone;
+        self.assemble += o.assemble;
+    }
+}
+
 impl Timings {
     pub fn total(&self) -> Duration {
         self.prepare + self.cpen + self.diffusion + self.backbone + self.assemble
@@ -145,7 +155,7 @@ impl Restored {
 
 impl Pipeline {
     /// Start `kind` for `bundle` with a plan (workers, threads, devices, tile, batch) decided once the
-    /// provider is known. `plan_tiling` gives the tiling the plan chose (`--tile auto`).
+    /// provider is known. `planned_tiling` gives the tiling the plan chose (`--tile auto`).
     pub fn start(
         bundle: Bundle,
         kind: BackendKind,
@@ -436,10 +446,9 @@ impl Pipeline {
             } else {
                 let mut tiled = Timings::default();
                 let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled, cancel);
-                // The tiled stage timed itself: count it once, as backbone and blending.
+                // The tiled stage timed itself (backbone and blending): count it once.
                 lap(&mut Duration::default());
-                timings.backbone += tiled.backbone;
-                timings.assemble += tiled.assemble;
+                timings += tiled;
                 r.map(|(mut img, tiles, redos)| {
                     preprocess::finish_in_place(&mut img, composite);
                     (img, tiles, redos)
@@ -552,7 +561,7 @@ impl Pipeline {
         cancel: &AtomicBool,
     ) -> Result<RestoredPicture> {
         let mut restored = if finish.tta {
-            self.restore_tta(&picture.rgb, mask, noise, tiling)?
+            self.restore_tta(&picture.rgb, mask, noise, tiling, cancel)?
         } else {
             self.restore_cancellable(&picture.rgb, mask, noise, tiling, cancel)?
         };
@@ -580,7 +589,14 @@ impl Pipeline {
     /// Self-ensemble (test-time augmentation): restore the 8 flips and rotations of the image, undo each on
     /// its result and average them. 8x the time of `restore`; the returned prior and timings are those of
     /// the untransformed pass, the timings summed over all eight.
-    pub fn restore_tta(&self, image: &Image, mask: Option<&Mask>, noise: &[f32], tiling: &Tiling) -> Result<Restored> {
+    pub fn restore_tta(
+        &self,
+        image: &Image,
+        mask: Option<&Mask>,
+        noise: &[f32],
+        tiling: &Tiling,
+        cancel: &AtomicBool,
+    ) -> Result<Restored> {
         let mut first: Option<Restored> = None;
         let mut sum: Vec<f64> = vec![];
         for k in 0..8 {
@@ -593,7 +609,7 @@ impl Pipeline {
                     data: d,
                 }
             });
-            let r = self.restore(&Image::new(h, w, data), t_mask.as_ref(), noise, tiling)?;
+            let r = self.restore_cancellable(&Image::new(h, w, data), t_mask.as_ref(), noise, tiling, cancel)?;
             let (back, _, _) = undo_dihedral(&r.image.data, r.image.height, r.image.width, 3, k);
             if sum.is_empty() {
                 sum = vec![0.0; back.len()];
@@ -604,11 +620,7 @@ impl Pipeline {
             match &mut first {
                 None => first = Some(r),
                 Some(f) => {
-                    f.timings.prepare += r.timings.prepare;
-                    f.timings.cpen += r.timings.cpen;
-                    f.timings.diffusion += r.timings.diffusion;
-                    f.timings.backbone += r.timings.backbone;
-                    f.timings.assemble += r.timings.assemble;
+                    f.timings += r.timings;
                     f.tiles += r.tiles;
                     f.fp32_redos += r.fp32_redos;
                     f.notes.extend(r.notes);

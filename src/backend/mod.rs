@@ -67,6 +67,20 @@ impl BackendKind {
     pub const NAMES: [&'static str; 6] = ["auto", "tract", "ort", "ort-cpu", "ort-cuda", "ort-tensorrt"];
 }
 
+impl BackendKind {
+    /// The onnxruntime providers this backend tries, in order; None for tract.
+    pub fn providers(self) -> Option<&'static [ort::Provider]> {
+        use self::ort::Provider;
+        match self {
+            BackendKind::Tract => None,
+            BackendKind::OrtCpu => Some(&[Provider::Cpu]),
+            BackendKind::OrtCuda => Some(&[Provider::Cuda]),
+            BackendKind::OrtTensorrt => Some(&[Provider::TensorRt]),
+            BackendKind::Ort | BackendKind::Auto => Some(&Provider::PREFERENCE),
+        }
+    }
+}
+
 impl FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -171,7 +185,6 @@ pub fn start(
     req: &PlanRequest,
     cuda_options: &[(String, String)],
 ) -> Result<Started> {
-    use self::ort::Provider;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tract = |why: String| -> Result<Started> {
         if req.precision != Precision::Fp32 {
@@ -194,12 +207,8 @@ pub fn start(
             summary,
         })
     };
-    let providers: &[Provider] = match kind {
-        BackendKind::Tract => return tract(" (requested)".into()),
-        BackendKind::OrtCpu => &[Provider::Cpu],
-        BackendKind::OrtCuda => &[Provider::Cuda],
-        BackendKind::OrtTensorrt => &[Provider::TensorRt],
-        BackendKind::Ort | BackendKind::Auto => &Provider::PREFERENCE,
+    let Some(providers) = kind.providers() else {
+        return tract(" (requested)".into());
     };
     let gpu_only = providers.iter().all(|p| p.is_gpu());
     if let Err(e) = ort::load(gpu_only) {
@@ -272,17 +281,10 @@ pub fn start(
 /// Start `kind` with exactly these engine options (no plan): the building block for tests and benches that
 /// compare backends at equal settings. Returns the engine and its description.
 pub fn select(kind: BackendKind, bundle: &Bundle, opts: &EngineOptions) -> Result<(Box<dyn Engine>, String)> {
-    use self::ort::Provider;
-    let providers: &[Provider] = match kind {
-        BackendKind::Tract => {
-            let engine = tract::TractEngine::new(bundle, opts)?;
-            let line = engine.describe();
-            return Ok((Box::new(engine), line));
-        }
-        BackendKind::OrtCpu => &[Provider::Cpu],
-        BackendKind::OrtCuda => &[Provider::Cuda],
-        BackendKind::OrtTensorrt => &[Provider::TensorRt],
-        BackendKind::Ort | BackendKind::Auto => &Provider::PREFERENCE,
+    let Some(providers) = kind.providers() else {
+        let engine = tract::TractEngine::new(bundle, opts)?;
+        let line = engine.describe();
+        return Ok((Box::new(engine), line));
     };
     let mut notes = vec![];
     for &p in providers {

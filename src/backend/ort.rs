@@ -201,10 +201,8 @@ pub struct OrtEngine {
 impl OrtEngine {
     /// Start sessions on provider `p`; an error says why it cannot run here.
     pub fn start(bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Self> {
-        let rt = runtime().map_err(|e| match e {
-            Error::Backend(msg) if p.is_gpu() => Error::Backend(msg.replace(INSTALL_HINT, GPU_INSTALL_HINT)),
-            e => e,
-        })?;
+        load(p.is_gpu())?;
+        let rt = runtime()?;
         if let Some(why) = provider_unavailable(p) {
             return Err(Error::Backend(why));
         }
@@ -214,7 +212,10 @@ impl OrtEngine {
             (Provider::TensorRt, _) => Precision::Fp32,
             (_, precision) => precision,
         };
-        let bundle = for_provider(&bundle.with_precision(graph_precision)?, p)?;
+        let bundle = match graph_precision {
+            Precision::Fp32 => bundle_fp32.clone(),
+            precision => for_provider(&bundle.with_precision(precision)?, p)?,
+        };
         let (sessions, binding_note) = Self::sessions(rt, &bundle, opts, p)?;
         let engine = OrtEngine {
             sessions,

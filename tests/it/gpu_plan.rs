@@ -295,15 +295,7 @@ fn check_fp16(name: &str) {
     let (a, b) = (run(Precision::Fp32), run(Precision::Fp16));
     assert_eq!(b.fp32_redos, 0, "{name}: no NaN/Inf expected");
     let d = max_abs_diff(&a.image.data, &b.image.data);
-    let mse = a
-        .image
-        .data
-        .iter()
-        .zip(&b.image.data)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        / a.image.data.len() as f64;
-    let psnr = 10.0 * (1.0 / mse.max(1e-20)).log10();
+    let psnr = psnr(&a.image.data, &b.image.data);
     eprintln!("{name}: fp16 vs fp32 max |diff| {d:.2e}, {psnr:.1} dB");
     assert!(d > 0.0, "{name}: the fp16 graph must actually run");
     assert!(d <= TOL_FP16_ABS, "{name}: fp16 differs by {d:e}");

@@ -189,15 +189,7 @@ fn tiled_restore_is_close_to_whole_image_on_official_weights() {
         let whole = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
         let tiled = p.restore(&img, None, &noise, &Tiling::default()).unwrap();
         assert!(tiled.tiles > 1, "{name}: the default tile must split this photo");
-        let mse = tiled
-            .image
-            .data
-            .iter()
-            .zip(&whole.image.data)
-            .map(|(a, b)| ((a - b) as f64).powi(2))
-            .sum::<f64>()
-            / whole.image.data.len() as f64;
-        let psnr = 10.0 * (1.0 / mse).log10();
+        let psnr = psnr(&tiled.image.data, &whole.image.data);
         eprintln!("{name}: tiled ({} tiles) vs whole image: {psnr:.1} dB", tiled.tiles);
         assert!(psnr >= 40.0, "{name}: tiled vs whole image only {psnr:.1} dB");
         assert!(max_abs_diff(tiled.ipr(), whole.ipr()) <= 1e-5);
