@@ -4,10 +4,11 @@
 #   scripts/test.sh                       (PYTHON=/usr/bin/python3 scripts/test.sh: another base interpreter)
 #
 # Creates (once, then reuses) a virtual environment in .venv from $PYTHON (default python3), installs the
-# exporter with its test extras (torch, onnx, onnxruntime from PyPI) into it, installs the onnxruntime shared
-# library for the runtime (scripts/install-onnxruntime.sh), then runs ruff, pytest, cargo fmt/clippy checks
-# and the Rust tests. Tests that need the official fixtures (../shared/fixtures/official) say "skipped" where
-# that folder is absent, and fail under CI=true.
+# exporter with its test extras (torch, onnx, onnxruntime, nvidia-pytriton, tritonclient from PyPI) into it,
+# installs the onnxruntime shared library for the runtime (scripts/install-onnxruntime.sh), then runs ruff,
+# pytest, cargo fmt/clippy checks and the Rust tests (the Triton tests start nvidia-pytriton's tritonserver
+# on loopback). Tests that need the official fixtures (../shared/fixtures/official) or the Triton packages
+# say "skipped" where they are absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${PYTHON:-python3}"

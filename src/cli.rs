@@ -41,6 +41,66 @@ pub enum Command {
     Models,
     /// Serve models over HTTP (image in, image out; KServe v2; health, readiness, metrics) until SIGTERM.
     Serve(ServeArgs),
+    /// Write a Triton Inference Server model repository for a model: NAME_prior and NAME_backbone.
+    TritonRepo(TritonRepoArgs),
+}
+
+/// `diffir triton-repo`.
+#[derive(Debug, Args)]
+pub struct TritonRepoArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The repository folder (created if needed; other models in it are kept).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Model name prefix: the models are NAME_prior and NAME_backbone [default: the bundle's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The backbone tile clients send, in input pixels (recorded in the backbone's config).
+    #[arg(short = 't', long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    pub tile: u32,
+    /// The backbone's max_batch_size: tiles per server-side batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_batch: u32,
+    /// Model instances (per GPU with --gpu).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub instances: u32,
+    /// Instances on the GPUs (the default).
+    #[arg(long, conflicts_with = "cpu")]
+    pub gpu: bool,
+    /// Instances on the CPU.
+    #[arg(long)]
+    pub cpu: bool,
+    /// Add Triton's TensorRT execution accelerator to both models (not run by diffir's tests).
+    #[arg(long)]
+    pub tensorrt: bool,
+    /// Replace models of the same names in the repository.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// `diffir triton-repo`: write the repository and say what was written.
+pub fn triton_repo(args: &TritonRepoArgs) -> Result<String> {
+    let bundle = args.model.bundle()?;
+    let opts = crate::triton::RepoOptions {
+        name: args.name.clone(),
+        tile: args.tile as usize,
+        max_batch: args.max_batch as usize,
+        instances: args.instances as usize,
+        kind: if args.cpu {
+            crate::triton::InstanceKind::Cpu
+        } else {
+            crate::triton::InstanceKind::Gpu
+        },
+        tensorrt: args.tensorrt,
+        overwrite: args.overwrite,
+    };
+    let written = crate::triton::repo::write(&bundle, &args.out, &opts)?;
+    let mut out = String::new();
+    for dir in written {
+        out += &format!("wrote {}\n", dir.display());
+    }
+    Ok(out)
 }
 
 /// The model of `restore`, `bench` and `info`.
@@ -106,6 +166,18 @@ pub struct EngineArgs {
     /// --cuda-option enable_cuda_graph=1). Not yet run on a GPU.
     #[arg(long)]
     pub cuda_graph: bool,
+    /// The Triton server of --backend triton: grpc://HOST:PORT (giving it implies --backend triton).
+    #[arg(long, value_name = "URL")]
+    pub triton_url: Option<String>,
+    /// The model prefix on the Triton server (NAME_prior, NAME_backbone) [default: the bundle's name].
+    #[arg(long, value_name = "NAME")]
+    pub triton_model: Option<String>,
+    /// Deadline of each Triton request, in seconds.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub triton_timeout: f64,
+    /// How long an unavailable Triton server is retried before an image fails, in seconds.
+    #[arg(long, default_value_t = 15.0, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub triton_retry: f64,
     /// Say more: the library's path, each backend skipped and why.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -137,11 +209,41 @@ impl clap::builder::ValueParserFactory for TileRequest {
 
 impl EngineArgs {
     fn kind(&self) -> Result<BackendKind> {
-        self.backend
+        let default = if self.triton_url.is_some() { "triton" } else { "auto" };
+        let kind: BackendKind = self
+            .backend
             .as_deref()
-            .unwrap_or("auto")
+            .unwrap_or(default)
             .parse()
-            .map_err(Error::Backend)
+            .map_err(Error::Backend)?;
+        if self.triton_url.is_some() && kind != BackendKind::Triton {
+            return Err(Error::Backend(format!(
+                "--triton-url is for --backend triton, not --backend {kind}"
+            )));
+        }
+        Ok(kind)
+    }
+
+    /// The Triton options of --backend triton.
+    fn triton_options(&self) -> Result<crate::triton::TritonOptions> {
+        let Some(url) = &self.triton_url else {
+            return Err(Error::Backend(
+                "--backend triton needs --triton-url grpc://HOST:PORT".into(),
+            ));
+        };
+        let mut opts = crate::triton::TritonOptions::new(url.clone());
+        opts.model = self.triton_model.clone();
+        opts.timeout = std::time::Duration::from_secs_f64(self.triton_timeout.max(0.001));
+        opts.retry_for = std::time::Duration::from_secs_f64(self.triton_retry);
+        Ok(opts)
+    }
+
+    /// Start the pipeline the flags ask for (no printing).
+    fn pipeline(&self, bundle: Bundle) -> Result<Pipeline> {
+        match self.kind()? {
+            BackendKind::Triton => Pipeline::start_triton(bundle, &self.triton_options()?, &self.plan_request()?),
+            kind => Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options()),
+        }
     }
 
     /// The CUDA provider options, `--cuda-graph` included.
@@ -173,8 +275,7 @@ impl EngineArgs {
     /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
     /// tiling its plan chose.
     pub fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
-        let kind = self.kind()?;
-        let pipeline = Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options())?;
+        let pipeline = self.pipeline(bundle)?;
         if self.verbose {
             eprintln!("{}", pipeline.backend_line());
         } else if !self.quiet {
@@ -552,13 +653,8 @@ pub fn info(args: &InfoArgs) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if args.engine.backend.is_some() {
-        let pipeline = Pipeline::start(
-            bundle,
-            args.engine.kind()?,
-            &args.engine.plan_request()?,
-            &args.engine.cuda_options(),
-        )?;
+    if args.engine.backend.is_some() || args.engine.triton_url.is_some() {
+        let pipeline = args.engine.pipeline(bundle)?;
         out += &format!("{}\n", pipeline.backend_line());
     }
     Ok(out)
@@ -776,6 +872,7 @@ pub fn run() -> i32 {
         Command::Info(args) => print_or_fail(info(&args)),
         Command::Bench(args) => print_or_fail(bench(&args)),
         Command::Models => print_or_fail(Ok(models())),
+        Command::TritonRepo(args) => print_or_fail(triton_repo(&args)),
         Command::Serve(args) => match serve(&args) {
             Ok(()) => EXIT_OK,
             Err(e) => {

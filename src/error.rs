@@ -36,6 +36,10 @@ pub enum Error {
     /// A device ran out of memory running a graph (the pipeline retries with smaller batches and tiles).
     #[error("graph '{graph}': out of memory: {msg}")]
     OutOfMemory { graph: String, msg: String },
+    /// A remote inference server failed one request: unreachable past its retries, past the deadline, or
+    /// an error it answered. The image fails; a batch goes on with the next.
+    #[error("Triton at {server}: model '{model}': {msg}")]
+    Remote { server: String, model: String, msg: String },
     /// The output exists and --overwrite was not given.
     #[error("{path}: already exists (use --overwrite to replace it)")]
     Exists { path: PathBuf },

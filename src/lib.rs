@@ -4,7 +4,8 @@
 //! at its pool (features, head) for exact tiling, the denoiser (one reverse diffusion step of the 256-d
 //! prior) and the backbone (image + prior → restored image), optionally also in float16. The runtime runs
 //! CPEN once per image, the reverse diffusion loop itself, then the backbone tile by tile, on onnxruntime
-//! or on pure-Rust tract.
+//! or on pure-Rust tract; or, to scale out, the prior and the backbone on a Triton Inference Server
+//! ([`triton`]: `diffir triton-repo` writes the model repository, [`Pipeline::start_triton`] is the client).
 //!
 //! ```no_run
 //! use diffir::{BackendKind, Bundle, Pipeline, PlanRequest};
@@ -34,6 +35,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod serve;
 pub mod tiling;
+pub mod triton;
 
 pub use backend::{BackendKind, EngineOptions};
 pub use bundle::{Bundle, GraphKind, Precision, Task};

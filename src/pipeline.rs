@@ -131,9 +131,10 @@ impl RestoredPicture {
 pub struct Restored {
     /// The restored image, H·s × W·s × 3 in [0, 1].
     pub image: Image,
-    /// CPEN's condition c (ipr_dim values).
+    /// CPEN's condition c (ipr_dim values); empty where a remote engine ran the whole prior.
     pub condition: Vec<f32>,
-    /// x after each reverse step, t = T−1 … 0; the last one is the IPR.
+    /// x after each reverse step, t = T−1 … 0; the last one is the IPR (the only one where a remote
+    /// engine ran the whole prior).
     pub steps: Vec<Vec<f32>>,
     /// Backbone runs (1 for a whole-image restore).
     pub tiles: usize,
@@ -163,6 +164,16 @@ impl Pipeline {
         cuda_options: &[(String, String)],
     ) -> Result<Pipeline> {
         let started = backend::start(kind, &bundle, req, cuda_options)?;
+        let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
+        p.backend_summary = started.summary;
+        Ok(p)
+    }
+
+    /// Run `bundle` on a Triton Inference Server holding a `diffir triton-repo` repository: the prior there
+    /// once per image, the backbone tiles there in batches, `req.workers` requests in flight (default 4).
+    /// A missing model or one whose inputs do not match the bundle is an error here, before any image.
+    pub fn start_triton(bundle: Bundle, opts: &crate::triton::TritonOptions, req: &PlanRequest) -> Result<Pipeline> {
+        let started = crate::triton::start(&bundle, opts, req)?;
         let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
         p.backend_summary = started.summary;
         Ok(p)
@@ -418,15 +429,30 @@ impl Pipeline {
             None => true,
             Some((th, tw)) => hp <= th && wp <= tw,
         };
-        let (condition, cpen_windows) = if whole {
-            (self.condition(&x, &shape)?, 1)
+        let d = self.bundle.ipr_dim();
+        if noise.len() != d {
+            return Err(Error::Shape(format!(
+                "initial noise has {} values; this model's prior has {d}",
+                noise.len()
+            )));
+        }
+        // A remote engine runs CPEN and the whole reverse chain as one graph: only the IPR comes back.
+        let (condition, steps, cpen_windows) = if let Some(ipr) = self.engine.prior(&x, &shape, noise) {
+            let ipr = ipr?;
+            lap(&mut timings.cpen);
+            (vec![], vec![ipr], 1)
         } else {
-            self.condition_tiled(&x, &shape, tiling.tile)?
+            let (condition, cpen_windows) = if whole {
+                (self.condition(&x, &shape)?, 1)
+            } else {
+                self.condition_tiled(&x, &shape, tiling.tile)?
+            };
+            lap(&mut timings.cpen);
+            check()?;
+            let steps = self.sample(&condition, noise)?;
+            lap(&mut timings.diffusion);
+            (condition, steps, cpen_windows)
         };
-        lap(&mut timings.cpen);
-        check()?;
-        let steps = self.sample(&condition, noise)?;
-        lap(&mut timings.diffusion);
         let ipr = steps.last().expect("at least one step").clone();
         let s = self.bundle.scale();
         let (oh, ow) = (image.height * s, image.width * s);

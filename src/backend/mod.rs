@@ -41,6 +41,11 @@ pub trait Engine: Send + Sync {
     fn fixed_batch(&self, _graph: GraphKind) -> Option<usize> {
         None
     }
+    /// The whole prior (CPEN and the reverse diffusion) in one call, for engines that run it as one graph
+    /// (the Triton backend); None where the pipeline runs CPEN and the denoiser itself.
+    fn prior(&self, _x: &[f32], _shape: &[usize; 4], _noise: &[f32]) -> Option<Result<Vec<f32>>> {
+        None
+    }
     /// A short description, e.g. "tract (CPU)" or "onnxruntime 1.31.1 (CPU)".
     fn describe(&self) -> String;
 }
@@ -61,18 +66,21 @@ pub enum BackendKind {
     OrtCuda,
     /// onnxruntime, TensorRT execution provider (no fallback).
     OrtTensorrt,
+    /// A Triton Inference Server holding a `diffir triton-repo` repository (needs its address:
+    /// [`crate::Pipeline::start_triton`], `--triton-url`).
+    Triton,
 }
 
 impl BackendKind {
-    pub const NAMES: [&'static str; 6] = ["auto", "tract", "ort", "ort-cpu", "ort-cuda", "ort-tensorrt"];
+    pub const NAMES: [&'static str; 7] = ["auto", "tract", "ort", "ort-cpu", "ort-cuda", "ort-tensorrt", "triton"];
 }
 
 impl BackendKind {
-    /// The onnxruntime providers this backend tries, in order; None for tract.
+    /// The onnxruntime providers this backend tries, in order; None for tract and Triton.
     pub fn providers(self) -> Option<&'static [ort::Provider]> {
         use self::ort::Provider;
         match self {
-            BackendKind::Tract => None,
+            BackendKind::Tract | BackendKind::Triton => None,
             BackendKind::OrtCpu => Some(&[Provider::Cpu]),
             BackendKind::OrtCuda => Some(&[Provider::Cuda]),
             BackendKind::OrtTensorrt => Some(&[Provider::TensorRt]),
@@ -91,6 +99,7 @@ impl FromStr for BackendKind {
             "ort-cpu" => BackendKind::OrtCpu,
             "ort-cuda" => BackendKind::OrtCuda,
             "ort-tensorrt" => BackendKind::OrtTensorrt,
+            "triton" => BackendKind::Triton,
             _ => {
                 return Err(format!(
                     "unknown backend '{s}' (one of {})",
@@ -110,6 +119,7 @@ impl fmt::Display for BackendKind {
             BackendKind::OrtCpu,
             BackendKind::OrtCuda,
             BackendKind::OrtTensorrt,
+            BackendKind::Triton,
         ]
         .iter()
         .position(|k| k == self)
@@ -207,6 +217,13 @@ pub fn start(
             summary,
         })
     };
+    if kind == BackendKind::Triton {
+        return Err(Error::Backend(
+            "the triton backend needs the server's address: --triton-url grpc://HOST:PORT \
+             (Pipeline::start_triton in the library)"
+                .into(),
+        ));
+    }
     let Some(providers) = kind.providers() else {
         return tract(" (requested)".into());
     };
@@ -281,6 +298,11 @@ pub fn start(
 /// Start `kind` with exactly these engine options (no plan): the building block for tests and benches that
 /// compare backends at equal settings. Returns the engine and its description.
 pub fn select(kind: BackendKind, bundle: &Bundle, opts: &EngineOptions) -> Result<(Box<dyn Engine>, String)> {
+    if kind == BackendKind::Triton {
+        return Err(Error::Backend(
+            "the triton backend needs the server's address: use TritonEngine::connect".into(),
+        ));
+    }
     let Some(providers) = kind.providers() else {
         let engine = tract::TractEngine::new(bundle, opts)?;
         let line = engine.describe();

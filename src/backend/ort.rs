@@ -153,6 +153,30 @@ fn runtime() -> Result<&'static Runtime> {
     r.as_ref().map_err(|e| Error::Backend(e.clone()))
 }
 
+/// Run a standalone ONNX model (not a bundle graph) once on the CPU provider with one thread; float32 inputs
+/// by name; returns the named float32 output. For checking generated graphs (the Triton prior graph).
+pub fn run_standalone(onnx: &[u8], inputs: &[(&str, &[usize], &[f32])], output: &str) -> Result<Tensor> {
+    let rt = runtime()?;
+    let err = |e: ort::Error| Error::graph("standalone", format!("onnxruntime: {e}"));
+    let builder = Session::builder(&rt.env).map_err(err)?;
+    let mut session = builder
+        .with_intra_threads(1)
+        .map_err(|e| Error::graph("standalone", format!("onnxruntime: {e}")))?
+        .commit_from_memory(onnx)
+        .map_err(err)?;
+    let mut values: Vec<(&str, ort::value::DynValue)> = vec![];
+    for &(name, shape, data) in inputs {
+        let v = OrtTensor::from_array((shape.to_vec(), data.to_vec())).map_err(err)?;
+        values.push((name, v.into_dyn()));
+    }
+    let outputs = session.run(values).map_err(err)?;
+    let (shape, data) = outputs[output].try_extract_tensor::<f32>().map_err(err)?;
+    Ok(Tensor {
+        shape: shape.iter().map(|&d| d as usize).collect(),
+        data: data.to_vec(),
+    })
+}
+
 /// Load the library (once per process). The error says where it was looked for and how to install it; for
 /// `gpu` the hint names the GPU package.
 pub fn load(gpu: bool) -> Result<()> {

@@ -122,3 +122,36 @@ pub fn restore_on_tract(input: &Path, out: &Path, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     diffir(&args, &[])
 }
+
+/// A deterministic photo-like test image (samples/chelsea.png, subsampled and wrapped).
+pub fn photo(h: usize, w: usize) -> diffir::Image {
+    let img = image::open(repo().join("samples/chelsea.png")).unwrap().into_rgb8();
+    let mut data = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let p = img.get_pixel(
+                (x * 3 % img.width() as usize) as u32,
+                (y * 3 % img.height() as usize) as u32,
+            );
+            data.extend(p.0.iter().map(|&v| v as f32 / 255.0));
+        }
+    }
+    diffir::Image::new(h, w, data)
+}
+
+/// A committed test bundle.
+pub fn load(name: &str) -> diffir::Bundle {
+    diffir::Bundle::load(bundles_dir().join(name)).unwrap()
+}
+
+/// A striped mask where `bundle` inpaints, else None.
+pub fn mask_for(bundle: &diffir::Bundle, h: usize, w: usize) -> Option<diffir::Mask> {
+    (bundle.task() == diffir::Task::Inpaint).then(|| {
+        let data = (0..h * w).map(|i| ((i / w) % 7 < 2) as u8 as f32).collect();
+        diffir::Mask {
+            height: h,
+            width: w,
+            data,
+        }
+    })
+}

@@ -10,39 +10,9 @@ use std::time::Duration;
 use diffir::backend::multi::MultiDevice;
 use diffir::backend::tract::TractEngine;
 use diffir::backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
-use diffir::{Bundle, Error, GraphKind, Image, Pipeline, Plan, PlanRequest, Precision, TileRequest, Tiling};
+use diffir::{Bundle, Error, GraphKind, Pipeline, Plan, PlanRequest, Precision, TileRequest, Tiling};
 
 use crate::common::*;
-
-fn photo(h: usize, w: usize) -> Image {
-    let img = image::open(repo().join("samples/chelsea.png")).unwrap().into_rgb8();
-    let mut data = Vec::with_capacity(h * w * 3);
-    for y in 0..h {
-        for x in 0..w {
-            let p = img.get_pixel(
-                (x * 3 % img.width() as usize) as u32,
-                (y * 3 % img.height() as usize) as u32,
-            );
-            data.extend(p.0.iter().map(|&v| v as f32 / 255.0));
-        }
-    }
-    Image::new(h, w, data)
-}
-
-fn load(name: &str) -> Bundle {
-    Bundle::load(bundles_dir().join(name)).unwrap()
-}
-
-fn mask_for(bundle: &Bundle, h: usize, w: usize) -> Option<diffir::Mask> {
-    (bundle.task() == diffir::Task::Inpaint).then(|| {
-        let data = (0..h * w).map(|i| ((i / w) % 7 < 2) as u8 as f32).collect();
-        diffir::Mask {
-            height: h,
-            width: w,
-            data,
-        }
-    })
-}
 
 /// A CPU pipeline with `batch` tiles per backbone call.
 fn batched(bundle: &Bundle, kind: BackendKind, batch: usize, workers: usize) -> Pipeline {

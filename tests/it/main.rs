@@ -11,3 +11,4 @@ mod official;
 mod reference_bundles;
 mod serve;
 mod tiling;
+mod triton;
