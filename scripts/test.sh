@@ -33,6 +33,9 @@ echo "== python: ruff + pytest"
 (cd export && "$PY" -m ruff check . ../tests/fixtures ../scripts && "$PY" -m ruff format --check . ../tests/fixtures ../scripts)
 (cd export && "$PY" -m pytest -q)
 
+echo "== exporting the official fixtures for the Rust tests (cached per exporter version)"
+"$PY" scripts/export_official.py
+
 echo "== rust: fmt, clippy, tests"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -369,7 +369,7 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "SUFFIX")]
     pub suffix: Option<String>,
     /// Output format for folder runs (png, jpg, webp, tif, bmp, npy); default: each input's own format.
-    #[arg(short = 'f', long, value_parser = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "npy"])]
+    #[arg(short = 'f', long, value_parser = clap::builder::PossibleValuesParser::new(image_io::OutputFormat::all_extensions()))]
     pub format: Option<String>,
     /// Resize the result to this many times the input's size (e.g. 2 from an x4 model), Lanczos.
     #[arg(long, value_name = "X", value_parser = parse_outscale)]
@@ -378,7 +378,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub tta: bool,
     /// JPEG quality (1-100).
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long, default_value_t = image_io::DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
     /// Refuse inputs with more pixels than this, before decoding them.
     #[arg(long, default_value_t = image_io::DEFAULT_MAX_PIXELS)]
@@ -416,7 +416,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// JPEG quality of JPEG outputs (1-100).
-    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    #[arg(long, default_value_t = image_io::DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
 }
 
@@ -716,6 +716,10 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         .transpose()?;
     bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
     let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
+    let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
+    if stdin || args.output.as_os_str() == "-" {
+        return restore_stream(args, bundle, &inputs, mask.as_ref(), &noise);
+    }
     let mut notes = vec![];
     let jobs = plan_jobs(
         &inputs,
@@ -829,6 +833,130 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             Ok(Done::Skipped) => report.skipped += 1,
             Err(e) if e.is_model_error() => return Err(e),
             Err(e) => report.failed.push((jobs[i].input.clone(), e.to_string())),
+        }
+    }
+    Ok(report)
+}
+
+/// `restore` with `-` as the input (one image from stdin) or as the output (to stdout, in `--format`):
+/// one image, and nothing but the image on stdout.
+fn restore_stream(
+    args: &RestoreArgs,
+    bundle: crate::Bundle,
+    inputs: &[PathBuf],
+    mask: Option<&crate::Mask>,
+    noise: &[f32],
+) -> Result<BatchReport> {
+    use std::io::{Read, Write};
+    let dash = Path::new("-");
+    if inputs.len() != 1 {
+        return Err(Error::input(
+            dash,
+            "'-' (standard input or output) takes exactly one input image",
+        ));
+    }
+    let to_stdout = args.output.as_os_str() == "-";
+    let format = args.format.as_deref().and_then(image_io::OutputFormat::from_extension);
+    if to_stdout && format.is_none() {
+        return Err(Error::input(
+            dash,
+            "-o - (standard output) needs --format (png, jpg, webp, tif or bmp)",
+        ));
+    }
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(Error::input(
+            dash,
+            "standard output is a terminal; redirect it to a file or a pipe",
+        ));
+    }
+    let input = &inputs[0];
+    let from_stdin = input.as_os_str() == "-";
+    let label = if from_stdin {
+        PathBuf::from("<stdin>")
+    } else {
+        input.clone()
+    };
+    let picture = if from_stdin {
+        let mut bytes = vec![];
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&label, e))?;
+        if bytes.is_empty() {
+            return Err(Error::input(&label, "standard input is empty"));
+        }
+        image_io::decode_picture(&bytes, &label, args.max_pixels)
+    } else {
+        image_io::read_picture(input, args.max_pixels).map(|p| {
+            (
+                p,
+                image_io::OutputFormat::from_path(input).unwrap_or(image_io::OutputFormat::Png),
+            )
+        })
+    };
+    let (pipeline, tiling) = args.engine.start(bundle)?;
+    let mut report = BatchReport {
+        done: 0,
+        skipped: 0,
+        failed: vec![],
+    };
+    let run = || -> Result<()> {
+        let (picture, decoded_format) = picture?;
+        let output = if to_stdout {
+            None
+        } else if args.output.is_dir() {
+            let ext = format.unwrap_or(decoded_format).extension();
+            Some(
+                args.output
+                    .join(format!("stdin{}.{ext}", args.suffix.as_deref().unwrap_or(""))),
+            )
+        } else {
+            Some(args.output.clone())
+        };
+        if let Some(out) = &output {
+            if args.skip_existing && out.exists() {
+                return Ok(());
+            }
+            if !args.overwrite && out.exists() {
+                return Err(Error::Exists { path: out.clone() });
+            }
+        }
+        let target = match (&output, format) {
+            (Some(out), _) => image_io::OutputFormat::from_path(out)?,
+            (None, Some(f)) => f,
+            (None, None) => unreachable!("checked above"),
+        };
+        target.check_can_hold(output.as_deref().unwrap_or(dash), picture.alpha.is_some())?;
+        let finish = Finish {
+            outscale: args.outscale,
+            tta: args.tta,
+        };
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, finish, &never)?;
+        let carry = done.carry(&picture);
+        let write = image_io::WriteOptions {
+            quantize: pipeline.quantize(),
+            jpeg_quality: args.jpeg_quality,
+            overwrite: args.overwrite,
+        };
+        match &output {
+            Some(out) => image_io::write_picture(out, &done.image, &carry, &write),
+            None => {
+                let bytes = image_io::encode_picture(&done.image, &carry, &write, target)?;
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(&bytes)
+                    .and_then(|()| stdout.flush())
+                    .map_err(|e| Error::io(dash, e))
+            }
+        }
+    };
+    match run() {
+        Ok(()) => report.done = 1,
+        Err(e) if e.is_model_error() => return Err(e),
+        Err(e) => {
+            eprintln!("{}", error_line(&label, &e));
+            report.failed.push((label, e.to_string()));
         }
     }
     Ok(report)

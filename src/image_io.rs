@@ -10,8 +10,8 @@ use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use crate::error::{Error, Result};
 use crate::preprocess::{Image, Mask, Quantize};
 
-/// Extensions read as images in folder inputs.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "npy"];
+/// The JPEG quality of JPEG outputs unless asked otherwise.
+pub const DEFAULT_JPEG_QUALITY: u8 = 95;
 
 fn extension(path: &Path) -> String {
     path.extension()
@@ -21,7 +21,7 @@ fn extension(path: &Path) -> String {
 
 /// Whether a path names a file this tool reads.
 pub fn is_supported_input(path: &Path) -> bool {
-    IMAGE_EXTENSIONS.contains(&extension(path).as_str())
+    OutputFormat::from_extension(&extension(path)).is_some()
 }
 
 /// Sample depth of an input, kept for the output where the format allows it.
@@ -272,7 +272,7 @@ pub fn read_noise(path: &Path, dim: usize) -> Result<Vec<f32>> {
     Ok(values)
 }
 
-/// Output formats, chosen by extension.
+/// The image formats read and written, chosen by extension (or named by `--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     Png,
@@ -284,6 +284,35 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// Every format with its extensions, the first being the one written and the name `--format` takes:
+    /// the one definition of the formats and their names.
+    pub const TABLE: [(OutputFormat, &'static [&'static str]); 6] = [
+        (OutputFormat::Png, &["png"]),
+        (OutputFormat::Jpeg, &["jpg", "jpeg"]),
+        (OutputFormat::Webp, &["webp"]),
+        (OutputFormat::Tiff, &["tif", "tiff"]),
+        (OutputFormat::Bmp, &["bmp"]),
+        (OutputFormat::Npy, &["npy"]),
+    ];
+
+    /// Every extension of every format, e.g. for a command line's list of possible values.
+    pub fn all_extensions() -> impl Iterator<Item = &'static str> {
+        Self::TABLE.iter().flat_map(|(_, e)| e.iter().copied())
+    }
+
+    /// The format of a (lower-case) extension.
+    pub fn from_extension(ext: &str) -> Option<OutputFormat> {
+        Self::TABLE.iter().find(|(_, e)| e.contains(&ext)).map(|(f, _)| *f)
+    }
+
+    /// The extension written for this format.
+    pub fn extension(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("png", |(_, e)| e[0])
+    }
+
     /// Refuse, before any work, an output that cannot hold what the input carries (alpha in a JPEG or a
     /// .npy; a .npy always holds the float RGB result, H×W×3, also for grayscale inputs).
     pub fn check_can_hold(self, path: &Path, alpha: bool) -> Result<()> {
@@ -301,20 +330,15 @@ impl OutputFormat {
         Ok(())
     }
 
+    /// The format of a path's extension; an unknown one is an error naming the path and the known ones.
     pub fn from_path(path: &Path) -> Result<OutputFormat> {
-        Ok(match extension(path).as_str() {
-            "png" => OutputFormat::Png,
-            "jpg" | "jpeg" => OutputFormat::Jpeg,
-            "webp" => OutputFormat::Webp,
-            "tif" | "tiff" => OutputFormat::Tiff,
-            "bmp" => OutputFormat::Bmp,
-            "npy" => OutputFormat::Npy,
-            other => {
-                return Err(Error::input(
-                    path,
-                    format!("unknown output extension '{other}' (use .png, .jpg, .webp, .tif, .bmp or .npy)"),
-                ))
-            }
+        let ext = extension(path);
+        OutputFormat::from_extension(&ext).ok_or_else(|| {
+            let known: Vec<String> = Self::all_extensions().map(|e| format!(".{e}")).collect();
+            Error::input(
+                path,
+                format!("unknown output extension '{ext}' (use {})", known.join(", ")),
+            )
         })
     }
 }
@@ -345,7 +369,7 @@ pub struct Carry<'a> {
 pub fn write_image(path: &Path, image: &Image, quantize: Quantize, overwrite: bool) -> Result<()> {
     let opts = WriteOptions {
         quantize,
-        jpeg_quality: 95,
+        jpeg_quality: DEFAULT_JPEG_QUALITY,
         overwrite,
     };
     write_picture(path, image, &Carry::default(), &opts)
@@ -606,4 +630,25 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn every_extension_maps_to_its_format_and_back() {
+        for (format, exts) in OutputFormat::TABLE {
+            assert_eq!(format.extension(), exts[0]);
+            for e in exts {
+                assert_eq!(OutputFormat::from_extension(e), Some(format));
+                let path = format!("a/b.{}", e.to_uppercase());
+                assert_eq!(OutputFormat::from_path(Path::new(&path)).unwrap(), format);
+                assert!(is_supported_input(Path::new(&path)));
+            }
+        }
+        assert_eq!(OutputFormat::all_extensions().count(), 8);
+        let e = OutputFormat::from_path(Path::new("x.gif")).unwrap_err().to_string();
+        assert!(e.contains("x.gif") && e.contains(".webp"), "{e}");
+    }
 }

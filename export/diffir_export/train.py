@@ -8,7 +8,7 @@ L1(IPR_S2, IPR_S1). A short encoder-only warm-up (KD loss alone) comes first.
 Checkpoints are written in the official basicsr layout ({'params', 'params_ema'}), so the normal exporter
 turns the result into a bundle:
 
-    python -m diffir_export.train --data PHOTOS --work WORK --config configs/builtin_x4.yaml
+    python -m diffir_export.train --data PHOTOS --work WORK --config configs/builtin/sr_x4_small.yaml
     python -m diffir_export export --checkpoint WORK/s2.pth --out onnx/diffir-x4
 """
 

@@ -72,7 +72,32 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const NAMES: [&'static str; 7] = ["auto", "tract", "ort", "ort-cpu", "ort-cuda", "ort-tensorrt", "triton"];
+    /// Every backend with its name: the one definition of the names `--backend` takes.
+    pub const TABLE: [(BackendKind, &'static str); 7] = [
+        (BackendKind::Auto, "auto"),
+        (BackendKind::Tract, "tract"),
+        (BackendKind::Ort, "ort"),
+        (BackendKind::OrtCpu, "ort-cpu"),
+        (BackendKind::OrtCuda, "ort-cuda"),
+        (BackendKind::OrtTensorrt, "ort-tensorrt"),
+        (BackendKind::Triton, "triton"),
+    ];
+
+    /// The names, in `TABLE`'s order.
+    pub const NAMES: [&'static str; 7] = {
+        let mut out = [""; 7];
+        let mut i = 0;
+        while i < out.len() {
+            out[i] = Self::TABLE[i].1;
+            i += 1;
+        }
+        out
+    };
+
+    /// This backend's name.
+    pub fn name(self) -> &'static str {
+        Self::TABLE.iter().find(|(k, _)| *k == self).map_or("auto", |(_, n)| n)
+    }
 }
 
 impl BackendKind {
@@ -92,39 +117,17 @@ impl BackendKind {
 impl FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "auto" => BackendKind::Auto,
-            "tract" => BackendKind::Tract,
-            "ort" => BackendKind::Ort,
-            "ort-cpu" => BackendKind::OrtCpu,
-            "ort-cuda" => BackendKind::OrtCuda,
-            "ort-tensorrt" => BackendKind::OrtTensorrt,
-            "triton" => BackendKind::Triton,
-            _ => {
-                return Err(format!(
-                    "unknown backend '{s}' (one of {})",
-                    BackendKind::NAMES.join(", ")
-                ))
-            }
-        })
+        Self::TABLE
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| format!("unknown backend '{s}' (one of {})", Self::NAMES.join(", ")))
     }
 }
 
 impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = [
-            BackendKind::Auto,
-            BackendKind::Tract,
-            BackendKind::Ort,
-            BackendKind::OrtCpu,
-            BackendKind::OrtCuda,
-            BackendKind::OrtTensorrt,
-            BackendKind::Triton,
-        ]
-        .iter()
-        .position(|k| k == self)
-        .unwrap_or(0);
-        f.write_str(BackendKind::NAMES[i])
+        f.write_str(self.name())
     }
 }
 
@@ -344,4 +347,22 @@ pub(crate) fn check_len(graph: GraphKind, shape: &[usize], len: usize) -> Result
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_name_round_trips_and_is_unique() {
+        for (kind, name) in BackendKind::TABLE {
+            assert_eq!(name.parse::<BackendKind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), name);
+        }
+        let mut names = BackendKind::NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), BackendKind::TABLE.len());
+        assert!("cuda".parse::<BackendKind>().unwrap_err().contains("ort-cuda"));
+    }
 }

@@ -70,7 +70,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The cache root: `$DIFFIR_CACHE_DIR`, else `$XDG_CACHE_HOME/diffir`, else `~/.cache/diffir`.
 pub fn cache_root() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    cache_root_from(|k| std::env::var_os(k))
+}
+
+/// `cache_root` with the environment given as a lookup (empty values count as unset).
+fn cache_root_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     var("DIFFIR_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|p| p.join("diffir")))
         .or_else(|| var("HOME").map(|p| p.join(".cache/diffir")))
@@ -222,7 +227,23 @@ mod tests {
 
     #[test]
     fn cache_root_honours_overrides() {
-        // Only the pure part: the folder layout under a root.
+        fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        }
+        let all = [("DIFFIR_CACHE_DIR", "/d"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")];
+        assert_eq!(cache_root_from(env(&all)), Path::new("/d"));
+        assert_eq!(cache_root_from(env(&all[1..])), Path::new("/x/diffir"));
+        assert_eq!(cache_root_from(env(&all[2..])), Path::new("/h/.cache/diffir"));
+        // Empty values count as unset.
+        let empty = [("DIFFIR_CACHE_DIR", ""), ("XDG_CACHE_HOME", ""), ("HOME", "/h")];
+        assert_eq!(cache_root_from(env(&empty)), Path::new("/h/.cache/diffir"));
+        assert_eq!(cache_root_from(env(&[])), Path::new(".diffir-cache"));
+        // The folder layout under a root.
         let dir = key().dir(Path::new("/tmp/c"));
         assert!(dir.starts_with("/tmp/c/tensorrt"));
         assert_eq!(dir.file_name().unwrap().len(), 32);

@@ -350,8 +350,8 @@ fn content_type(f: OutputFormat) -> &'static str {
 }
 
 fn parse_format(s: &str) -> std::result::Result<OutputFormat, ApiError> {
-    let f = OutputFormat::from_path(Path::new(&format!("x.{s}")))
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format '{s}'")))?;
+    let f = OutputFormat::from_extension(&s.to_ascii_lowercase())
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format '{s}'")))?;
     if f == OutputFormat::Npy {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "format npy is not served"));
     }

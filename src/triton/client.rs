@@ -104,9 +104,11 @@ impl TritonEngine {
         let url = opts.url.trim().to_string();
         let http = match url.split_once("://") {
             Some(("grpc" | "http", rest)) => format!("http://{rest}"),
-            Some((scheme, _)) => return Err(Error::Backend(format!(
+            Some((scheme, _)) => {
+                return Err(Error::Backend(format!(
                 "--triton-url {url}: scheme '{scheme}' is not supported (use grpc://HOST:PORT; TLS is not supported)"
-            ))),
+            )))
+            }
             None => format!("http://{url}"),
         };
         let endpoint = Endpoint::from_shared(http)

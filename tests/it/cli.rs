@@ -97,9 +97,17 @@ fn a_file_that_is_not_onnxruntime_is_an_error_not_a_panic() {
 
 #[test]
 fn explicit_gpu_backend_without_gpu_build_is_exit_2() {
+    // The onnxruntime library alone in a folder: whether it is the CPU or the GPU build, its CUDA provider
+    // cannot start there (no provider libraries beside it), on any machine, with or without a GPU.
     let tmp = tempfile::tempdir().unwrap();
+    let lib = diffir::backend::ort::library_candidates()
+        .into_iter()
+        .find(|p| p.is_file())
+        .expect("the onnxruntime library (scripts/install-onnxruntime.sh)");
+    let alone = tmp.path().join(lib.file_name().unwrap());
+    std::fs::copy(&lib, &alone).unwrap();
     let out = tmp.path().join("out.png");
-    let o = restore_sr_x4(&out, &["--backend", "ort-cuda"], &[]);
+    let o = restore_sr_x4(&out, &["--backend", "ort-cuda"], &[("ORT_DYLIB_PATH", s(&alone))]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("CUDA"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -189,7 +197,7 @@ fn seed_changes_the_result_and_is_reproducible() {
     let b = run("1", "b.npy");
     let c = run("2", "c.npy");
     assert_eq!(a, b);
-    assert!(max_abs_diff(a.as_slice().unwrap(), c.as_slice().unwrap()) > 1e-6);
+    assert!(max_abs_diff(a.as_slice().unwrap(), c.as_slice().unwrap()) > tol::EXACT);
 }
 
 #[test]
@@ -636,4 +644,78 @@ fn models_by_name_from_the_models_folder() {
         "{}",
         stderr(&o)
     );
+}
+
+/// `diffir restore - -o - --format F` with the bytes of a file on stdin.
+fn restore_pipe(stdin: &[u8], extra: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let bundle = bundles_dir().join("sr_x4");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffir"))
+        .args([
+            "restore",
+            "-",
+            "-o",
+            "-",
+            "--model",
+            bundle.to_str().unwrap(),
+            "--backend",
+            "tract",
+        ])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn pipes_read_stdin_and_write_stdout_the_same_bytes_as_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file_out = tmp.path().join("out.png");
+    let o = restore_sr_x4(&file_out, &[], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = restore_pipe(&std::fs::read(input("sr_x4")).unwrap(), &["--format", "png"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Only the image on stdout.
+    assert_eq!(o.stdout, std::fs::read(&file_out).unwrap());
+    // stdin to a file, and a file to stdout.
+    let from_stdin = tmp.path().join("from_stdin.png");
+    let bundle = bundles_dir().join("sr_x4");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffir"))
+        .args([
+            "restore",
+            "-",
+            "-o",
+            s(&from_stdin),
+            "--model",
+            s(&bundle),
+            "--backend",
+            "tract",
+        ])
+        .stdin(std::fs::File::open(input("sr_x4")).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(std::fs::read(&from_stdin).unwrap(), std::fs::read(&file_out).unwrap());
+}
+
+#[test]
+fn pipes_need_a_format_one_image_and_a_decodable_stdin() {
+    let png = std::fs::read(input("sr_x4")).unwrap();
+    let o = restore_pipe(&png, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--format"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let o = restore_pipe(b"not an image", &["--format", "png"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("<stdin>"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let o = restore_pipe(b"", &["--format", "jpg"]);
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    let o = diffir(&["restore", "-", &input("sr_x4"), "-o", "-", "-f", "png"], &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("exactly one input"), "{}", stderr(&o));
 }

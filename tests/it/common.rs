@@ -155,3 +155,21 @@ pub fn mask_for(bundle: &diffir::Bundle, h: usize, w: usize) -> Option<diffir::M
         }
     })
 }
+
+/// The tolerance tiers, named once (max |difference| of values in [0, 1] unless a name says otherwise).
+pub mod tol {
+    /// The same graphs on the same engine, differing only in batching, order or scheduling (float rounding).
+    pub const EXACT: f32 = 1e-6;
+    /// The same graphs by another route: a remote server, CPEN in windows vs whole.
+    pub const CLOSE: f32 = 1e-5;
+    /// A bundle against the Python reference run of the same graphs.
+    pub const REFERENCE: f32 = 2e-5;
+    /// Exported graphs against the official PyTorch code.
+    pub const OFFICIAL: f32 = 5e-5;
+    /// Two engines (tract vs onnxruntime), or a graph against its rewrite.
+    pub const ENGINES: f32 = 1e-4;
+    /// An fp16 backbone against fp32.
+    pub const FP16: f32 = 2e-3;
+    /// The PSNR floor of an fp16 backbone against fp32, in dB.
+    pub const FP16_MIN_PSNR_DB: f64 = 60.0;
+}

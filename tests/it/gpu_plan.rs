@@ -43,12 +43,9 @@ fn check_batching(name: &str, kind: BackendKind) {
         let got = three.restore(&img, mask.as_ref(), &noise, &tiling).unwrap();
         let d = max_abs_diff(&got.image.data, &want.image.data);
         eprintln!("{name} on {kind}, batch 3, {workers} worker(s): max |diff| {d:.2e}");
-        assert!(d <= TOL_BATCH, "{name} on {kind}: batch 3 vs 1 differs by {d:e}");
+        assert!(d <= tol::EXACT, "{name} on {kind}: batch 3 vs 1 differs by {d:e}");
     }
 }
-
-/// Batched tiles against one tile per call (float32 summation order only).
-const TOL_BATCH: f32 = 1e-6;
 
 macro_rules! batching_cases {
     ($($test:ident: $name:literal, $kind:expr;)*) => {
@@ -146,7 +143,7 @@ fn several_devices_assemble_exactly_the_single_device_output() {
         eprintln!("batch {batch}: calls per device {calls:?}");
         assert!(calls.iter().all(|&c| c > 0), "every device must get work: {calls:?}");
         let d = max_abs_diff(&got.image.data, &want.image.data);
-        assert!(d <= TOL_BATCH, "batch {batch}: multi-device output differs by {d:e}");
+        assert!(d <= tol::EXACT, "batch {batch}: multi-device output differs by {d:e}");
         if batch == 1 {
             assert!(
                 got.image
@@ -213,7 +210,7 @@ fn out_of_memory_halves_the_batch_then_the_tile() {
     assert_eq!(got.tiles, want.tiles);
     // The same tiles; only the prior's CPEN windows differ (48 vs 24 pixels: exact within float rounding).
     let d = max_abs_diff(&got.image.data, &want.image.data);
-    assert!(d <= TOL_BATCH, "{d:e}");
+    assert!(d <= tol::EXACT, "{d:e}");
 
     // A whole-image request that does not fit is tiled.
     let small = SmallDevice {
@@ -237,12 +234,6 @@ fn out_of_memory_halves_the_batch_then_the_tile() {
         other => panic!("expected an out-of-memory error, got {:?}", other.map(|r| r.notes)),
     }
 }
-
-/// fp16 backbones against fp32 on onnxruntime CPU: float16 activations through the whole U-net, so the
-/// tolerance is an absolute bound on outputs in [0, 1] and a PSNR floor (measured on the committed bundles:
-/// at most 3.5e-4 and at least 79 dB; real-size models are checked against 45 dB in scripts/gpu_check.py).
-const TOL_FP16_ABS: f32 = 2e-3;
-const FP16_MIN_PSNR_DB: f64 = 60.0;
 
 fn check_fp16(name: &str) {
     let bundle = load(name);
@@ -268,8 +259,8 @@ fn check_fp16(name: &str) {
     let psnr = psnr(&a.image.data, &b.image.data);
     eprintln!("{name}: fp16 vs fp32 max |diff| {d:.2e}, {psnr:.1} dB");
     assert!(d > 0.0, "{name}: the fp16 graph must actually run");
-    assert!(d <= TOL_FP16_ABS, "{name}: fp16 differs by {d:e}");
-    assert!(psnr >= FP16_MIN_PSNR_DB, "{name}: fp16 only {psnr:.1} dB");
+    assert!(d <= tol::FP16, "{name}: fp16 differs by {d:e}");
+    assert!(psnr >= tol::FP16_MIN_PSNR_DB, "{name}: fp16 only {psnr:.1} dB");
 }
 
 #[test]
@@ -400,13 +391,13 @@ fn check_bound(name: &str) {
         "{name}: bound I/O vs plain sessions: max |diff| {d:.2e} over {} tiles",
         got.tiles
     );
-    assert!(d <= TOL_BATCH, "{name}: bound I/O differs by {d:e}");
+    assert!(d <= tol::EXACT, "{name}: bound I/O differs by {d:e}");
     // An image smaller than one tile runs on the dynamic-shape session.
     let small = photo(20, 20);
     let small_mask = mask_for(&bundle, 20, 20);
     let a = plain.restore(&small, small_mask.as_ref(), &noise, &tiling).unwrap();
     let b = p.restore(&small, small_mask.as_ref(), &noise, &tiling).unwrap();
-    assert!(max_abs_diff(&a.image.data, &b.image.data) <= TOL_BATCH);
+    assert!(max_abs_diff(&a.image.data, &b.image.data) <= tol::EXACT);
 }
 
 #[test]

@@ -10,9 +10,12 @@ use crate::common::*;
 
 const FIXTURES: [&str; 5] = ["mini_sr_x4", "mini_sr_x2", "mini_sr_x1", "mini_deblur", "mini_inpaint"];
 
-/// A hash of the exporter's sources, so cached exports are redone whenever the exporter changes.
+/// A hash of the exporter's sources, so cached exports are redone whenever the exporter changes. The same
+/// hash as scripts/export_official.py (which the test command runs first, so no export happens here):
+/// SHA-256 over each .py file under export/diffir_export, sorted by relative path, as path NUL content NUL;
+/// the first 16 hex digits.
 fn exporter_hash() -> String {
-    use std::hash::{Hash, Hasher};
+    use sha2::{Digest, Sha256};
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let p = e.path();
@@ -23,15 +26,22 @@ fn exporter_hash() -> String {
             }
         }
     }
+    let root = repo().join("export/diffir_export");
     let mut files = vec![];
-    walk(&repo().join("export/diffir_export"), &mut files);
-    files.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for f in files {
-        f.file_name().hash(&mut h);
-        std::fs::read(&f).unwrap().hash(&mut h);
+    walk(&root, &mut files);
+    let mut rel: Vec<(String, PathBuf)> = files
+        .into_iter()
+        .map(|f| (f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/"), f))
+        .collect();
+    rel.sort();
+    let mut h = Sha256::new();
+    for (name, f) in rel {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(&f).unwrap());
+        h.update([0]);
     }
-    format!("{:016x}", h.finish())
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Export (once per exporter version; cached under target/) the fixture's checkpoint into a bundle.
@@ -98,7 +108,7 @@ fn check_fixture(name: &str) {
         assert_eq!(got.shape(), want.shape(), "{name} {backend}: output shape");
         let d = max_abs_diff(got.as_slice().unwrap(), want.as_slice().unwrap());
         eprintln!("{name} {backend}: max |diff| = {d:.2e}");
-        assert!(d <= 5e-5, "{name} {backend}: output differs by {d}");
+        assert!(d <= tol::OFFICIAL, "{name} {backend}: output differs by {d}");
 
         // 8-bit path: the SR x4/x2 fixtures' images are exactly 8-bit.
         if name == "mini_sr_x4" || name == "mini_sr_x2" {
@@ -192,6 +202,6 @@ fn tiled_restore_is_close_to_whole_image_on_official_weights() {
         let psnr = psnr(&tiled.image.data, &whole.image.data);
         eprintln!("{name}: tiled ({} tiles) vs whole image: {psnr:.1} dB", tiled.tiles);
         assert!(psnr >= 40.0, "{name}: tiled vs whole image only {psnr:.1} dB");
-        assert!(max_abs_diff(tiled.ipr(), whole.ipr()) <= 1e-5);
+        assert!(max_abs_diff(tiled.ipr(), whole.ipr()) <= tol::CLOSE);
     }
 }

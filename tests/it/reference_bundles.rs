@@ -62,28 +62,38 @@ fn check(name: &str, kind: BackendKind) {
     let iprs = c.npz.f32("iprs");
     let d_steps = max_abs_diff(&r.steps.concat(), iprs.as_slice().unwrap());
     eprintln!("{name} {kind}: output {d_out:.2e}, ipr {d_ipr:.2e}, c {d_c:.2e}, steps {d_steps:.2e}");
-    assert!(d_out <= 2e-5, "{name} {kind}: output differs by {d_out}");
-    assert!(d_ipr <= 2e-5, "{name} {kind}: ipr differs by {d_ipr}");
-    assert!(d_c <= 2e-5, "{name} {kind}: c differs by {d_c}");
-    assert!(d_steps <= 2e-5, "{name} {kind}: steps differ by {d_steps}");
+    assert!(d_out <= tol::REFERENCE, "{name} {kind}: output differs by {d_out}");
+    assert!(d_ipr <= tol::REFERENCE, "{name} {kind}: ipr differs by {d_ipr}");
+    assert!(d_c <= tol::REFERENCE, "{name} {kind}: c differs by {d_c}");
+    assert!(d_steps <= tol::REFERENCE, "{name} {kind}: steps differ by {d_steps}");
     assert_eq!(r.steps.len(), iprs.shape()[0], "{name}: number of steps");
 }
 
-#[test]
-fn reference_bundles_match_python_on_tract() {
-    for name in BUNDLES {
-        check(name, BackendKind::Tract);
-    }
+/// One test per backend × bundle, so the first failure does not hide the rest.
+macro_rules! reference_cases {
+    ($($test:ident: $name:literal, $kind:expr;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check($name, $kind);
+            }
+        )*
+    };
 }
 
-#[test]
-fn reference_bundles_match_python_on_onnxruntime() {
-    for name in BUNDLES {
-        check(name, BackendKind::OrtCpu);
-    }
+reference_cases! {
+    reference_sr_x4_tract: "sr_x4", BackendKind::Tract;
+    reference_sr_x2_tract: "sr_x2", BackendKind::Tract;
+    reference_sr_x1_tract: "sr_x1", BackendKind::Tract;
+    reference_deblur_tract: "deblur", BackendKind::Tract;
+    reference_inpaint_tract: "inpaint", BackendKind::Tract;
+    reference_sr_x4_ort: "sr_x4", BackendKind::OrtCpu;
+    reference_sr_x2_ort: "sr_x2", BackendKind::OrtCpu;
+    reference_sr_x1_ort: "sr_x1", BackendKind::OrtCpu;
+    reference_deblur_ort: "deblur", BackendKind::OrtCpu;
+    reference_inpaint_ort: "inpaint", BackendKind::OrtCpu;
 }
 
-/// The same inputs and noise give bit-identical results run after run; the backends agree within 1e-4.
 #[test]
 fn runs_are_deterministic_and_backends_agree() {
     for name in ["sr_x4", "inpaint"] {
@@ -98,7 +108,7 @@ fn runs_are_deterministic_and_backends_agree() {
             results.push(a);
         }
         let d = max_abs_diff(&results[0].image.data, &results[1].image.data);
-        assert!(d <= 1e-4, "{name}: tract and onnxruntime differ by {d}");
+        assert!(d <= tol::ENGINES, "{name}: tract and onnxruntime differ by {d}");
     }
 }
 
@@ -110,7 +120,7 @@ fn the_initial_noise_is_used() {
     let a = p.restore(&c.image, None, &c.noise, &Tiling::WHOLE).unwrap();
     let other: Vec<f32> = c.noise.iter().map(|v| -v).collect();
     let b = p.restore(&c.image, None, &other, &Tiling::WHOLE).unwrap();
-    assert!(max_abs_diff(a.ipr(), b.ipr()) > 1e-4);
+    assert!(max_abs_diff(a.ipr(), b.ipr()) > tol::ENGINES);
 }
 
 /// Graph by graph: the denoiser on the recorded inputs of every step.
@@ -133,6 +143,6 @@ fn denoiser_graph_matches_each_recorded_step() {
             .zip(&x_in)
             .map(|(p, x)| (sched.coef1[t] * *p as f64 + sched.coef2[t] * *x as f64) as f32)
             .collect();
-        assert!(max_abs_diff(&steps[i], &want) <= 2e-5, "step t={t}");
+        assert!(max_abs_diff(&steps[i], &want) <= tol::REFERENCE, "step t={t}");
     }
 }

@@ -162,7 +162,7 @@ fn every_tile_receives_the_whole_image_prior() {
             tiled.cpen_windows
         );
         assert!(
-            d <= 1e-5 && dc <= 1e-5,
+            d <= tol::CLOSE && dc <= tol::CLOSE,
             "{name}: tiled prior differs by {d} (condition {dc})"
         );
     }

@@ -22,10 +22,6 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// Run scripts/triton_tool.py; None (after saying "skipped") where the Triton packages are missing, which
 /// under CI=true is a failure.
 fn tool(args: &[&str]) -> Option<String> {
@@ -381,12 +377,9 @@ fn check_prior_graph(name: &str) {
         let remote = &out.data;
         let d = max_abs_diff(&local, remote);
         eprintln!("{name} {h}x{w}: prior graph vs runtime max diff {d:e}");
-        assert!(d <= EXACT_1E6, "{name} {h}x{w}: prior graph vs runtime max diff {d}");
+        assert!(d <= tol::EXACT, "{name} {h}x{w}: prior graph vs runtime max diff {d}");
     }
 }
-
-/// The unrolled prior graph reproduces the runtime's prior within this.
-const EXACT_1E6: f32 = 1e-6;
 
 macro_rules! prior_graph_cases {
     ($($test:ident => $name:literal),* $(,)?) => {
@@ -416,9 +409,6 @@ fn the_builtin_model_has_a_prior_graph_too() {
 
 // ---------------------------------------------------------------------------------------------------------
 // A real tritonserver.
-
-/// Remote output equals local output within this (same graphs, onnxruntime on both sides).
-const REMOTE_TOLERANCE: f32 = 1e-5;
 
 fn check_remote(name: &str) {
     let dir = tempfile::tempdir().unwrap();
@@ -463,8 +453,8 @@ fn check_remote(name: &str) {
         "{name}: remote vs local: prior {d_ipr:e}, image {d:e}, {} tiles",
         r.tiles
     );
-    assert!(d_ipr <= REMOTE_TOLERANCE, "{name}: prior remote vs local {d_ipr}");
-    assert!(d <= REMOTE_TOLERANCE, "{name}: image remote vs local {d}");
+    assert!(d_ipr <= tol::CLOSE, "{name}: prior remote vs local {d_ipr}");
+    assert!(d <= tol::CLOSE, "{name}: image remote vs local {d}");
     // Every tile reached the backbone model (2 per request, 4 requests in flight, dynamic batching on).
     let stats = server.batch_sizes(&format!("{name}_backbone"));
     assert_eq!(stats["inferences"], r.tiles as i64, "{name}: {stats}");
@@ -496,10 +486,6 @@ fn restore_remote(inputs: &[&Path], out: &Path, url: &str, extra: &[&str]) -> Ou
     args.extend(["-o", s(out), "--model", s(&bundle), "--triton-url", url]);
     args.extend_from_slice(extra);
     diffir(&args, &[])
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
