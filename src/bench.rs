@@ -56,7 +56,7 @@ pub fn synthetic_image(height: usize, width: usize) -> Image {
             ]);
         }
     }
-    Image::new(height, width, data)
+    Image::from_raw(height, width, data)
 }
 
 /// Warm up once, then time `runs` restores of a synthetic `height × width` image.

@@ -79,6 +79,12 @@ pub enum GraphKind {
     CpenHead,
 }
 
+impl std::fmt::Display for GraphKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl GraphKind {
     pub const ALL: [GraphKind; 5] = [
         GraphKind::Cpen,

@@ -9,9 +9,9 @@ use crate::backend::BackendKind;
 use crate::bundle::{Bundle, Precision};
 use crate::error::{Error, Result};
 use crate::image_io;
-use crate::pipeline::{Finish, Pipeline, Tiling};
-use crate::plan::{DeviceList, PlanRequest, TileRequest};
-use crate::sampler;
+use crate::options::{Noise, RestoreOptions};
+use crate::pipeline::{Control, Finish, Pipeline, Progress, Tiling};
+use crate::plan::{DeviceList, TileRequest};
 
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
@@ -238,14 +238,6 @@ impl EngineArgs {
         Ok(opts)
     }
 
-    /// Start the pipeline the flags ask for (no printing).
-    fn pipeline(&self, bundle: Bundle) -> Result<Pipeline> {
-        match self.kind()? {
-            BackendKind::Triton => Pipeline::start_triton(bundle, &self.triton_options()?, &self.plan_request()?),
-            kind => Pipeline::start(bundle, kind, &self.plan_request()?, &self.cuda_options()),
-        }
-    }
-
     /// The CUDA provider options, `--cuda-graph` included.
     fn cuda_options(&self) -> Vec<(String, String)> {
         let mut out = self.cuda_options.clone();
@@ -255,33 +247,54 @@ impl EngineArgs {
         out
     }
 
-    /// What the flags ask of the plan.
-    pub fn plan_request(&self) -> Result<PlanRequest> {
+    /// The library options these flags mean (the noise and input limits keep their defaults; `restore` sets
+    /// them from its own flags).
+    pub fn options(&self) -> Result<RestoreOptions> {
+        let kind = self.kind()?;
         let precision = if self.fp16 {
             Precision::Fp16
         } else {
             self.precision.parse().map_err(Error::Backend)?
         };
-        Ok(PlanRequest {
+        Ok(RestoreOptions {
+            backend: kind,
+            devices: self.device.0.clone(),
             threads: self.threads,
             workers: self.workers,
-            devices: self.device.0.clone(),
-            tile_batch: self.tile_batch.map(|b| b as usize),
-            tile: self.tile,
             precision,
+            tile: self.tile,
+            tile_overlap: self.tile_overlap,
+            tile_batch: self.tile_batch.map(|b| b as usize),
+            cuda_options: self.cuda_options(),
+            triton: if kind == BackendKind::Triton {
+                Some(self.triton_options()?)
+            } else {
+                None
+            },
+            ..RestoreOptions::default()
         })
+    }
+
+    /// Start the pipeline the flags ask for (no printing).
+    fn pipeline(&self, bundle: Bundle) -> Result<Pipeline> {
+        Pipeline::open(bundle, &self.options()?)
     }
 
     /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
     /// tiling its plan chose.
     pub fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
-        let pipeline = self.pipeline(bundle)?;
+        self.open(bundle, &self.options()?)
+    }
+
+    /// `start` with options the caller completed (noise, limits).
+    pub fn open(&self, bundle: Bundle, options: &RestoreOptions) -> Result<(Pipeline, Tiling)> {
+        let pipeline = Pipeline::open(bundle, options)?;
         if self.verbose {
             eprintln!("{}", pipeline.backend_line());
         } else if !self.quiet {
             eprintln!("{}", pipeline.backend_summary());
         }
-        let tiling = pipeline.planned_tiling(self.tile_overlap);
+        let tiling = pipeline.tiling();
         Ok((pipeline, tiling))
     }
 }
@@ -703,22 +716,24 @@ enum Done {
 
 /// `diffir restore`: model errors stop everything (Err); per-input errors are collected and the batch goes on.
 pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
-    args.engine.kind()?;
+    let mut options = args.engine.options()?;
     let bundle = args.model.bundle()?;
-    let noise = match &args.init_noise {
-        Some(p) => image_io::read_noise(p, bundle.ipr_dim())?,
-        None => sampler::seeded_noise(args.seed, bundle.ipr_dim()),
+    options.noise = match &args.init_noise {
+        Some(p) => Noise::Values(image_io::read_noise(p, bundle.ipr_dim())?),
+        None => Noise::Seed(args.seed),
     };
+    options.max_pixels = args.max_pixels;
+    let noise = options.noise.values(bundle.ipr_dim());
     let mask = args
         .mask
         .as_deref()
         .map(|m| image_io::read_mask(m, args.max_pixels))
         .transpose()?;
-    bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
+    bundle.task().check_mask(mask.is_some()).map_err(Error::Mask)?;
     let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     if stdin || args.output.as_os_str() == "-" {
-        return restore_stream(args, bundle, &inputs, mask.as_ref(), &noise);
+        return restore_stream(args, bundle, &options, &inputs, mask.as_ref(), &noise);
     }
     let mut notes = vec![];
     let jobs = plan_jobs(
@@ -736,22 +751,40 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     if jobs.is_empty() {
         return Err(Error::input(&inputs[0], "no image files found"));
     }
-    let (pipeline, tiling) = args.engine.start(bundle)?;
-    let bar = if std::io::stderr().is_terminal() {
+    let (pipeline, tiling) = args.engine.open(bundle, &options)?;
+    // The bar counts images in a batch, and tiles when there is one image (both with an ETA).
+    let per_tile = jobs.len() == 1;
+    let bar = if std::io::stderr().is_terminal() && !args.engine.quiet {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
+        let unit = if per_tile { "tiles" } else { "images" };
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {wide_msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:30}} {{pos}}/{{len}} {unit} {{elapsed_precise}} ETA {{eta}} {{wide_msg}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
         None
     };
+    let tile_progress = |p: Progress| {
+        if let Some(b) = &bar {
+            b.set_length(p.tiles_total as u64);
+            b.set_position(p.tiles_done as u64);
+        }
+    };
+    let control = Control {
+        cancel: None,
+        progress: if per_tile && bar.is_some() {
+            Some(&tile_progress)
+        } else {
+            None
+        },
+    };
     let say = |line: String| match &bar {
         Some(b) => b.println(line),
         None => eprintln!("{line}"),
     };
-    let never = std::sync::atomic::AtomicBool::new(false);
     let run_job = |job: &Job| -> Result<Done> {
         if args.skip_existing && job.output.exists() {
             return Ok(Done::Skipped);
@@ -768,7 +801,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             outscale: args.outscale,
             tta: args.tta,
         };
-        let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, finish, &never)?;
+        let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, finish, &control)?;
         if !args.engine.quiet {
             for note in &done.restored.notes {
                 say(format!("note: {}: {note}", job.input.display()));
@@ -802,7 +835,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
                 Err(e) => say(error_line(&job.input, e)),
                 Ok(_) => {}
             }
-            if let Some(b) = &bar {
+            if let (Some(b), false) = (&bar, per_tile) {
                 b.inc(1);
             }
             outcomes.lock().unwrap_or_else(|e| e.into_inner()).push((i, result));
@@ -843,6 +876,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
 fn restore_stream(
     args: &RestoreArgs,
     bundle: crate::Bundle,
+    options: &RestoreOptions,
     inputs: &[PathBuf],
     mask: Option<&crate::Mask>,
     noise: &[f32],
@@ -894,7 +928,7 @@ fn restore_stream(
             )
         })
     };
-    let (pipeline, tiling) = args.engine.start(bundle)?;
+    let (pipeline, tiling) = args.engine.open(bundle, options)?;
     let mut report = BatchReport {
         done: 0,
         skipped: 0,
@@ -931,8 +965,7 @@ fn restore_stream(
             outscale: args.outscale,
             tta: args.tta,
         };
-        let never = std::sync::atomic::AtomicBool::new(false);
-        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, finish, &never)?;
+        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, finish, &Control::default())?;
         let carry = done.carry(&picture);
         let write = image_io::WriteOptions {
             quantize: pipeline.quantize(),

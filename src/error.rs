@@ -2,31 +2,65 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while loading a model or restoring an image.
+use crate::bundle::GraphKind;
+
+/// An underlying error (an engine's own), kept as the source.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong while loading a model or restoring an image. New variants may be added.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         #[source]
         source: std::io::Error,
     },
     /// bundle.yaml is malformed or contradicts itself or its graphs.
     #[error("{path}: {msg}")]
-    Bundle { path: PathBuf, msg: String },
+    Bundle {
+        /// The bundle folder or file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// An ONNX graph could not be loaded or run.
     #[error("graph '{graph}': {msg}")]
-    Graph { graph: String, msg: String },
+    Graph {
+        /// Which of the bundle's graphs.
+        graph: GraphKind,
+        /// What went wrong, in words.
+        msg: String,
+        /// The engine's own error, where there is one.
+        #[source]
+        source: Option<Source>,
+    },
     /// The requested backend cannot start (library missing, provider unavailable...).
     #[error("{0}")]
     Backend(String),
     /// An input image, mask or noise file is unusable.
     #[error("{path}: {msg}")]
-    Input { path: PathBuf, msg: String },
+    Input {
+        /// The input file (`<stdin>` for standard input, `(in memory)` for bytes).
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A mask given where the task takes none, or missing where it needs one (inpainting).
+    #[error("{0}")]
+    Mask(String),
     /// An input is over a configured limit (`--max-pixels`).
     #[error("{path}: {msg}")]
-    TooLarge { path: PathBuf, msg: String },
+    TooLarge {
+        /// The input.
+        path: PathBuf,
+        /// Its size and the limit.
+        msg: String,
+    },
     /// The work was cancelled (a server request past its deadline).
     #[error("cancelled")]
     Cancelled,
@@ -35,14 +69,29 @@ pub enum Error {
     Shape(String),
     /// A device ran out of memory running a graph (the pipeline retries with smaller batches and tiles).
     #[error("graph '{graph}': out of memory: {msg}")]
-    OutOfMemory { graph: String, msg: String },
+    OutOfMemory {
+        /// The graph that ran out of memory.
+        graph: GraphKind,
+        /// The device's message.
+        msg: String,
+    },
     /// A remote inference server failed one request: unreachable past its retries, past the deadline, or
     /// an error it answered. The image fails; a batch goes on with the next.
     #[error("Triton at {server}: model '{model}': {msg}")]
-    Remote { server: String, model: String, msg: String },
+    Remote {
+        /// The server's address.
+        server: String,
+        /// The model on the server.
+        model: String,
+        /// What happened.
+        msg: String,
+    },
     /// The output exists and --overwrite was not given.
     #[error("{path}: already exists (use --overwrite to replace it)")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The output file.
+        path: PathBuf,
+    },
 }
 
 impl Error {
@@ -60,10 +109,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn graph(graph: impl Into<String>, msg: impl std::fmt::Display) -> Self {
+    pub(crate) fn graph(graph: GraphKind, msg: impl std::fmt::Display) -> Self {
         Error::Graph {
-            graph: graph.into(),
+            graph,
             msg: msg.to_string(),
+            source: None,
         }
     }
 
@@ -75,7 +125,7 @@ impl Error {
     }
 
     /// A graph error, or an out-of-memory error where the message says the device ran out of memory.
-    pub(crate) fn graph_or_oom(graph: &str, msg: String) -> Self {
+    pub(crate) fn graph_or_oom(graph: GraphKind, msg: String) -> Self {
         const MARKERS: [&str; 5] = [
             "out of memory",
             "Failed to allocate memory",
@@ -84,10 +134,7 @@ impl Error {
             "CUBLAS_STATUS_ALLOC_FAILED",
         ];
         if MARKERS.iter().any(|m| msg.contains(m)) {
-            Error::OutOfMemory {
-                graph: graph.into(),
-                msg,
-            }
+            Error::OutOfMemory { graph, msg }
         } else {
             Error::graph(graph, msg)
         }

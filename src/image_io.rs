@@ -133,7 +133,7 @@ fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, bmp: bool) -> Picture {
         (rgb, a)
     };
     Picture {
-        rgb: Image::new(height, width, rgb),
+        rgb: Image::from_raw(height, width, rgb),
         alpha,
         depth,
         gray,
@@ -206,7 +206,7 @@ fn read_npy_image(path: &Path) -> Result<Image> {
     if let Some(v) = arr.iter().find(|v| !v.is_finite() || **v < 0.0 || **v > 1.0) {
         return Err(Error::input(path, format!("values must lie in [0, 1] (found {v})")));
     }
-    Ok(Image::new(h, w, arr.iter().copied().collect()))
+    Ok(Image::from_raw(h, w, arr.iter().copied().collect()))
 }
 
 /// Read an inpainting mask: any non-zero pixel is a hole (1), as the official predict script binarises it.
@@ -572,7 +572,7 @@ pub fn resize_image(img: &Image, out_h: usize, out_w: usize) -> Image {
     )
     .expect("image size");
     let out = image::imageops::resize(&buf, out_w as u32, out_h as u32, image::imageops::FilterType::Lanczos3);
-    Image::new(
+    Image::from_raw(
         out_h,
         out_w,
         out.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),

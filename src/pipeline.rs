@@ -61,6 +61,8 @@ pub struct Pipeline {
     plan: Plan,
     /// Runs tiles in parallel when more than one worker is configured.
     pool: Option<rayon::ThreadPool>,
+    /// The options it was opened with ([`Pipeline::open`]); defaults otherwise.
+    options: crate::options::RestoreOptions,
 }
 
 /// Where the time of one restore went.
@@ -92,6 +94,25 @@ impl Timings {
     pub fn total(&self) -> Duration {
         self.prepare + self.cpen + self.diffusion + self.backbone + self.assemble
     }
+}
+
+/// Where a restore is: backbone tiles finished out of the total (an image run whole counts as one tile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Tiles finished so far.
+    pub tiles_done: usize,
+    /// Tiles in all (after an out-of-memory retry with smaller tiles the count starts again).
+    pub tiles_total: usize,
+}
+
+/// Progress reports and cancellation for one restore. Default: neither.
+#[derive(Clone, Copy, Default)]
+pub struct Control<'a> {
+    /// Checked before each stage and between rounds of tiles: once set, the restore stops with
+    /// [`Error::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+    /// Called after each finished tile, on the thread that runs the restore.
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
 }
 
 /// What happens to a restored picture before it is written.
@@ -155,6 +176,59 @@ impl Restored {
 }
 
 impl Pipeline {
+    /// Open `bundle` with `options`: start the backend they name (Triton included) with a plan decided once
+    /// the provider is known. [`Pipeline::restore_image`] then runs with the options' noise and tiling.
+    pub fn open(bundle: Bundle, options: &crate::options::RestoreOptions) -> Result<Pipeline> {
+        let req = options.plan_request();
+        let mut p = match options.backend {
+            BackendKind::Triton => {
+                let Some(triton) = &options.triton else {
+                    return Err(Error::Backend(
+                        "the triton backend needs RestoreOptions::triton (the server's address)".into(),
+                    ));
+                };
+                Pipeline::start_triton(bundle, triton, &req)?
+            }
+            kind => Pipeline::start(bundle, kind, &req, &options.cuda_options)?,
+        };
+        let d = p.bundle.ipr_dim();
+        if let crate::options::Noise::Values(v) = &options.noise {
+            if v.len() != d {
+                return Err(Error::Shape(format!(
+                    "initial noise has {} values; this model's prior has {d}",
+                    v.len()
+                )));
+            }
+        }
+        p.options = options.clone();
+        Ok(p)
+    }
+
+    /// The options this pipeline was opened with.
+    pub fn options(&self) -> &crate::options::RestoreOptions {
+        &self.options
+    }
+
+    /// The initial noise of the options, as values.
+    pub fn noise(&self) -> Vec<f32> {
+        self.options.noise.values(self.bundle.ipr_dim())
+    }
+
+    /// The tiling of the plan with the options' overlap.
+    pub fn tiling(&self) -> Tiling {
+        self.planned_tiling(self.options.tile_overlap)
+    }
+
+    /// Restore one image with the options' noise and tiling; `mask` for inpainting.
+    pub fn restore_image(&self, image: &Image, mask: Option<&Mask>) -> Result<Restored> {
+        self.restore_with(image, mask, &self.noise(), &self.tiling(), &Control::default())
+    }
+
+    /// `restore_image` with progress reports and cancellation.
+    pub fn restore_image_with(&self, image: &Image, mask: Option<&Mask>, control: &Control<'_>) -> Result<Restored> {
+        self.restore_with(image, mask, &self.noise(), &self.tiling(), control)
+    }
+
     /// Start `kind` for `bundle` with a plan (workers, threads, devices, tile, batch) decided once the
     /// provider is known. `planned_tiling` gives the tiling the plan chose (`--tile auto`).
     pub fn start(
@@ -223,6 +297,7 @@ impl Pipeline {
             backend_line,
             plan,
             pool,
+            options: Default::default(),
         })
     }
 
@@ -323,7 +398,7 @@ impl Pipeline {
                 }
                 None => {
                     return Err(Error::graph(
-                        "backbone",
+                        GraphKind::Backbone,
                         format!("output has NaN or Inf for input {}", backend::shape_str(shape)),
                     ))
                 }
@@ -332,7 +407,7 @@ impl Pipeline {
         let want = [n, 3, shape[2] * s, shape[3] * s];
         if out.shape != want {
             return Err(Error::graph(
-                "backbone",
+                GraphKind::Backbone,
                 format!(
                     "output shape {} for input {} (expected {})",
                     backend::shape_str(&out.shape),
@@ -364,7 +439,7 @@ impl Pipeline {
                 .run(GraphKind::CpenFeatures, &[Input::F32(&tshape, &tile)])?;
             if f.shape != [1, d, fh, fw] {
                 return Err(Error::graph(
-                    "cpen_features",
+                    GraphKind::CpenFeatures,
                     format!(
                         "output shape {} (expected 1x{d}x{fh}x{fw})",
                         backend::shape_str(&f.shape)
@@ -409,6 +484,24 @@ impl Pipeline {
         tiling: &Tiling,
         cancel: &AtomicBool,
     ) -> Result<Restored> {
+        let control = Control {
+            cancel: Some(cancel),
+            progress: None,
+        };
+        self.restore_with(image, mask, noise, tiling, &control)
+    }
+
+    /// `restore` with progress reports (one per finished backbone tile) and cancellation (`control`).
+    pub fn restore_with(
+        &self,
+        image: &Image,
+        mask: Option<&Mask>,
+        noise: &[f32],
+        tiling: &Tiling,
+        control: &Control<'_>,
+    ) -> Result<Restored> {
+        let never = AtomicBool::new(false);
+        let cancel = control.cancel.unwrap_or(&never);
         let check = || {
             if cancel.load(Ordering::Relaxed) {
                 Err(Error::Cancelled)
@@ -466,12 +559,18 @@ impl Pipeline {
             let attempt = if tiling.tile_shape(multiple).is_none_or(|(th, tw)| hp <= th && wp <= tw) {
                 self.backbone(&x, &shape, &ipr).map(|(out, redone)| {
                     lap(&mut timings.backbone);
+                    if let Some(report) = control.progress {
+                        report(Progress {
+                            tiles_done: 1,
+                            tiles_total: 1,
+                        });
+                    }
                     let img = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
                     (img, 1, redone as usize)
                 })
             } else {
                 let mut tiled = Timings::default();
-                let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled, cancel);
+                let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled, cancel, control);
                 // The tiled stage timed itself (backbone and blending): count it once.
                 lap(&mut Duration::default());
                 timings += tiled;
@@ -493,7 +592,7 @@ impl Pipeline {
                         format!("tile {}", tiling.tile)
                     } else {
                         return Err(Error::OutOfMemory {
-                            graph: "backbone".into(),
+                            graph: GraphKind::Backbone,
                             msg: format!("{msg} (even one tile of {tile} pixels does not fit)"),
                         });
                     };
@@ -529,6 +628,7 @@ impl Pipeline {
         out: (usize, usize),
         timings: &mut Timings,
         cancel: &AtomicBool,
+        control: &Control<'_>,
     ) -> Result<(Image, usize, usize)> {
         let spec = &self.bundle.spec;
         let (hp, wp) = (shape[2], shape[3]);
@@ -543,6 +643,7 @@ impl Pipeline {
         {
             let mut blender = Blender::new(&mut data, oh, ow, &plan, (hp, wp), s);
             let tiles: Vec<_> = plan.tiles().collect();
+            let mut done = 0;
             let groups: Vec<&[(usize, usize, usize, usize)]> = tiles.chunks(batch.max(1)).collect();
             for round in groups.chunks(self.workers()) {
                 if cancel.load(Ordering::Relaxed) {
@@ -566,12 +667,19 @@ impl Pipeline {
                     fp32_redos += redone as usize;
                     for (k, &(i, j, _, _)) in group.iter().enumerate() {
                         blender.add(i, j, &out.data[k * tile_values..(k + 1) * tile_values]);
+                        done += 1;
+                        if let Some(report) = control.progress {
+                            report(Progress {
+                                tiles_done: done,
+                                tiles_total: tiles.len(),
+                            });
+                        }
                     }
                 }
                 timings.assemble += mid.elapsed();
             }
         }
-        Ok((Image::new(oh, ow, data), plan.count(), fp32_redos))
+        Ok((Image::from_raw(oh, ow, data), plan.count(), fp32_redos))
     }
 
     /// Restore a decoded picture the way the CLI and the server both do: the RGB through the model
@@ -584,12 +692,12 @@ impl Pipeline {
         noise: &[f32],
         tiling: &Tiling,
         finish: Finish,
-        cancel: &AtomicBool,
+        control: &Control<'_>,
     ) -> Result<RestoredPicture> {
         let mut restored = if finish.tta {
-            self.restore_tta(&picture.rgb, mask, noise, tiling, cancel)?
+            self.restore_tta(&picture.rgb, mask, noise, tiling, control)?
         } else {
-            self.restore_cancellable(&picture.rgb, mask, noise, tiling, cancel)?
+            self.restore_with(&picture.rgb, mask, noise, tiling, control)?
         };
         let (ih, iw) = (picture.rgb.height, picture.rgb.width);
         let (oh, ow) = match finish.outscale {
@@ -621,7 +729,7 @@ impl Pipeline {
         mask: Option<&Mask>,
         noise: &[f32],
         tiling: &Tiling,
-        cancel: &AtomicBool,
+        control: &Control<'_>,
     ) -> Result<Restored> {
         let mut first: Option<Restored> = None;
         let mut sum: Vec<f64> = vec![];
@@ -635,7 +743,26 @@ impl Pipeline {
                     data: d,
                 }
             });
-            let r = self.restore_cancellable(&Image::new(h, w, data), t_mask.as_ref(), noise, tiling, cancel)?;
+            // Progress counts the tiles of all eight passes.
+            let pass = |p: Progress| {
+                if let Some(report) = control.progress {
+                    report(Progress {
+                        tiles_done: k * p.tiles_total + p.tiles_done,
+                        tiles_total: 8 * p.tiles_total,
+                    });
+                }
+            };
+            let pass_control = Control {
+                cancel: control.cancel,
+                progress: Some(&pass),
+            };
+            let r = self.restore_with(
+                &Image::from_raw(h, w, data),
+                t_mask.as_ref(),
+                noise,
+                tiling,
+                &pass_control,
+            )?;
             let (back, _, _) = undo_dihedral(&r.image.data, r.image.height, r.image.width, 3, k);
             if sum.is_empty() {
                 sum = vec![0.0; back.len()];
@@ -662,7 +789,7 @@ impl Pipeline {
         if image.height == 0 || image.width == 0 {
             return Err(Error::Shape("the image is empty".into()));
         }
-        self.bundle.task().check_mask(mask.is_some()).map_err(Error::Shape)?;
+        self.bundle.task().check_mask(mask.is_some()).map_err(Error::Mask)?;
         match mask {
             Some(m) if (m.height, m.width) != (image.height, image.width) => Err(Error::Shape(format!(
                 "mask is {}x{} but the image is {}x{}",
@@ -676,7 +803,7 @@ impl Pipeline {
         let want = [1, self.bundle.ipr_dim()];
         if t.shape != want {
             return Err(Error::graph(
-                graph.name(),
+                graph,
                 format!(
                     "output shape {} (expected {})",
                     backend::shape_str(&t.shape),

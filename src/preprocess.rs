@@ -6,19 +6,37 @@ use crate::bundle::Padding;
 /// An RGB image in [0, 1], row-major H×W×3 float32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// Row-major H×W×3 values.
     pub data: Vec<f32>,
 }
 
 impl Image {
-    pub fn new(height: usize, width: usize, data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), height * width * 3, "image buffer size");
+    /// An image from its row-major H×W×3 values; an error (never a panic) when the buffer's length is not
+    /// H·W·3 or a size is zero.
+    pub fn new(height: usize, width: usize, data: Vec<f32>) -> crate::Result<Self> {
+        if height == 0 || width == 0 || data.len() != height * width * 3 {
+            return Err(crate::Error::Shape(format!(
+                "an image of {height}x{width} needs {} values (H x W x 3), got {}",
+                height * width * 3,
+                data.len()
+            )));
+        }
+        Ok(Image { height, width, data })
+    }
+
+    /// `new` for buffers built to size here.
+    pub(crate) fn from_raw(height: usize, width: usize, data: Vec<f32>) -> Self {
+        debug_assert_eq!(data.len(), height * width * 3, "image buffer size");
         Image { height, width, data }
     }
 
+    /// A black image.
     pub fn zeros(height: usize, width: usize) -> Self {
-        Image::new(height, width, vec![0.0; height * width * 3])
+        Image::from_raw(height, width, vec![0.0; height * width * 3])
     }
 
     #[inline]
@@ -31,9 +49,30 @@ impl Image {
 /// A binary inpainting mask, H×W, 1 = hole.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mask {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
+    /// Row-major H×W values; > 0 is a hole.
     pub data: Vec<f32>,
+}
+
+impl Mask {
+    /// A mask from its row-major H×W values; an error when the length is not H·W, a size is zero or a value
+    /// is not finite.
+    pub fn new(height: usize, width: usize, data: Vec<f32>) -> crate::Result<Self> {
+        if height == 0 || width == 0 || data.len() != height * width {
+            return Err(crate::Error::Shape(format!(
+                "a mask of {height}x{width} needs {} values, got {}",
+                height * width,
+                data.len()
+            )));
+        }
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(crate::Error::Shape("a mask value is NaN or infinite".into()));
+        }
+        Ok(Mask { height, width, data })
+    }
 }
 
 /// How the float result becomes 8-bit.
@@ -148,7 +187,7 @@ pub fn finish(
             }
         }
     }
-    let mut img = Image::new(height, width, data);
+    let mut img = Image::from_raw(height, width, data);
     finish_in_place(&mut img, composite);
     img
 }
@@ -174,6 +213,17 @@ mod tests {
 
     /// NumPy: np.pad(np.arange(n), (0, pad), mode) for a few n and pads, including pads larger than n.
     #[test]
+    fn constructors_validate_instead_of_panicking() {
+        assert!(Image::new(2, 2, vec![0.0; 12]).is_ok());
+        let e = Image::new(2, 2, vec![0.0; 11]).unwrap_err().to_string();
+        assert!(e.contains("2x2") && e.contains("12") && e.contains("11"), "{e}");
+        assert!(Image::new(0, 2, vec![]).is_err());
+        assert!(Mask::new(2, 3, vec![0.0; 6]).is_ok());
+        assert!(Mask::new(2, 3, vec![0.0; 5]).is_err());
+        assert!(Mask::new(1, 1, vec![f32::NAN]).is_err());
+    }
+
+    #[test]
     fn padding_matches_numpy() {
         let idx = |n: usize, pad: usize, mode| (0..n + pad).map(|i| source_index(i, n, mode)).collect::<Vec<_>>();
         assert_eq!(idx(3, 5, Padding::Reflect), [0, 1, 2, 1, 0, 1, 2, 1]);
@@ -194,7 +244,7 @@ mod tests {
 
     #[test]
     fn inpainting_input_masks_rgb_and_appends_the_mask() {
-        let img = Image::new(1, 2, vec![0.2, 0.4, 0.6, 0.8, 1.0, 0.5]);
+        let img = Image::new(1, 2, vec![0.2, 0.4, 0.6, 0.8, 1.0, 0.5]).unwrap();
         let mask = Mask {
             height: 1,
             width: 2,
@@ -216,7 +266,7 @@ mod tests {
         ];
         let img = finish(&out, &[1, 3, 2, 2], 1, 2, None);
         assert_eq!(img.data, vec![1.0, 0.1, 0.5, 0.5, 0.2, 0.6]);
-        let orig = Image::new(1, 2, vec![0.9; 6]);
+        let orig = Image::new(1, 2, vec![0.9; 6]).unwrap();
         let mask = Mask {
             height: 1,
             width: 2,

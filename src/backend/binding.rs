@@ -40,7 +40,7 @@ pub struct Bound {
 }
 
 fn err(graph: GraphKind, e: impl std::fmt::Display) -> Error {
-    Error::graph_or_oom(graph.name(), format!("onnxruntime I/O binding: {e}"))
+    Error::graph_or_oom(graph, format!("onnxruntime I/O binding: {e}"))
 }
 
 impl Bound {
@@ -128,15 +128,15 @@ impl Bound {
         let graph = self.graph;
         let e = |x: ort::Error| err(graph, x);
         if inputs.len() != self.staged.len() {
-            return Err(Error::graph(graph.name(), format!("{} inputs given", inputs.len())));
+            return Err(Error::graph(graph, format!("{} inputs given", inputs.len())));
         }
         for (k, input) in inputs.iter().enumerate() {
             let Input::F32(shape, data) = *input else {
-                return Err(Error::graph(graph.name(), "bound inputs are float32"));
+                return Err(Error::graph(graph, "bound inputs are float32"));
             };
             if shape != self.shapes[k].as_slice() {
                 return Err(Error::graph(
-                    graph.name(),
+                    graph,
                     format!(
                         "input {} is {}, the bound buffer {}",
                         self.names[k],

@@ -342,7 +342,7 @@ pub(crate) fn shape_str(shape: &[usize]) -> String {
 pub(crate) fn check_len(graph: GraphKind, shape: &[usize], len: usize) -> Result<()> {
     if shape.iter().product::<usize>() != len {
         return Err(Error::graph(
-            graph.name(),
+            graph,
             format!("input shape {} does not match {len} values", shape_str(shape)),
         ));
     }

@@ -157,11 +157,11 @@ fn runtime() -> Result<&'static Runtime> {
 /// by name; returns the named float32 output. For checking generated graphs (the Triton prior graph).
 pub fn run_standalone(onnx: &[u8], inputs: &[(&str, &[usize], &[f32])], output: &str) -> Result<Tensor> {
     let rt = runtime()?;
-    let err = |e: ort::Error| Error::graph("standalone", format!("onnxruntime: {e}"));
+    let err = |e: ort::Error| Error::Backend(format!("standalone model: onnxruntime: {e}"));
     let builder = Session::builder(&rt.env).map_err(err)?;
     let mut session = builder
         .with_intra_threads(1)
-        .map_err(|e| Error::graph("standalone", format!("onnxruntime: {e}")))?
+        .map_err(|e| Error::Backend(format!("standalone model: onnxruntime: {e}")))?
         .commit_from_memory(onnx)
         .map_err(err)?;
     let mut values: Vec<(&str, ort::value::DynValue)> = vec![];
@@ -329,7 +329,7 @@ impl OrtEngine {
                 .map_err(|e| e.to_string())
         });
         slot.as_ref()
-            .map_err(|e| Error::graph(graph.name(), format!("fp32 fallback: {e}")))
+            .map_err(|e| Error::graph(graph, format!("fp32 fallback: {e}")))
     }
 
     /// The session for a backbone input that is not the planned tile shape.
@@ -342,7 +342,7 @@ impl OrtEngine {
                 .map_err(|e| e.to_string())
         });
         slot.as_ref()
-            .map_err(|e| Error::graph(graph.name(), format!("dynamic-shape session: {e}")))
+            .map_err(|e| Error::graph(graph, format!("dynamic-shape session: {e}")))
     }
 }
 
@@ -356,7 +356,7 @@ fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
     for kind in GraphKind::ALL {
         let g = bundle.graph(kind);
         let rewritten = crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes)
-            .map_err(|e| Error::graph(kind.name(), format!("{}: rewrite: {e}", g.origin.display())))?;
+            .map_err(|e| Error::graph(kind, format!("{}: rewrite: {e}", g.origin.display())))?;
         if let Some(bytes) = rewritten {
             out = out.with_graph_bytes(kind, bytes);
         }
@@ -447,7 +447,7 @@ fn session(
 ) -> Result<Session> {
     let fp16 = opts.precision == Precision::Fp16;
     let g = bundle.graph(kind);
-    let err = |e: String| Error::graph(kind.name(), format!("{}: onnxruntime: {e}", g.origin.display()));
+    let err = |e: String| Error::graph(kind, format!("{}: onnxruntime: {e}", g.origin.display()));
     let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
     b = b
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -531,7 +531,7 @@ fn session(
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-    let err = |e: ort::Error| Error::graph_or_oom(graph.name(), format!("onnxruntime: {e}"));
+    let err = |e: ort::Error| Error::graph_or_oom(graph, format!("onnxruntime: {e}"));
     let names = graph.contract().0;
     let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
     for (name, input) in names.iter().zip(inputs) {

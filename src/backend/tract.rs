@@ -28,12 +28,9 @@ impl TractEngine {
     pub fn new(bundle: &Bundle, opts: &EngineOptions) -> Result<Self> {
         let parse = |kind: GraphKind| -> Result<InferenceModel> {
             let g = bundle.graph(kind);
-            tract_onnx::onnx().model_for_read(&mut &g.bytes[..]).map_err(|e| {
-                Error::graph(
-                    kind.name(),
-                    format!("{}: tract cannot load it: {e}", g.origin.display()),
-                )
-            })
+            tract_onnx::onnx()
+                .model_for_read(&mut &g.bytes[..])
+                .map_err(|e| Error::graph(kind, format!("{}: tract cannot load it: {e}", g.origin.display())))
         };
         Ok(TractEngine {
             models: GraphKind::ALL.into_iter().map(parse).collect::<Result<_>>()?,
@@ -62,13 +59,13 @@ impl TractEngine {
             };
             model
                 .set_input_fact(i, fact.into())
-                .map_err(|e| Error::graph(graph.name(), e))?;
+                .map_err(|e| Error::graph(graph, e))?;
         }
         let shapes = key.1.iter().map(|s| shape_str(s)).collect::<Vec<_>>().join(", ");
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
-            .map_err(|e| Error::graph(graph.name(), format!("cannot plan for inputs {shapes}: {e:#}")))?;
+            .map_err(|e| Error::graph(graph, format!("cannot plan for inputs {shapes}: {e:#}")))?;
         self.plans
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -86,13 +83,13 @@ impl Engine for TractEngine {
                 Input::F32(shape, data) => {
                     check_len(graph, shape, data.len())?;
                     tract_ndarray::ArrayD::from_shape_vec(shape, data.to_vec())
-                        .map_err(|e| Error::graph(graph.name(), e))?
+                        .map_err(|e| Error::graph(graph, e))?
                         .into_tensor()
                 }
                 Input::I64(shape, data) => {
                     check_len(graph, shape, data.len())?;
                     tract_ndarray::ArrayD::from_shape_vec(shape, data.to_vec())
-                        .map_err(|e| Error::graph(graph.name(), e))?
+                        .map_err(|e| Error::graph(graph, e))?
                         .into_tensor()
                 }
             };
@@ -102,14 +99,16 @@ impl Engine for TractEngine {
             Some(ex) => multithread_tract_scope(ex.clone(), || plan.run(values)),
             None => plan.run(values),
         }
-        .map_err(|e| Error::graph(graph.name(), format!("{e:#}")))?;
+        .map_err(|e| Error::Graph {
+            graph,
+            msg: format!("{e:#}"),
+            source: Some(e.into()),
+        })?;
         let out = outputs
             .into_iter()
             .next()
-            .ok_or_else(|| Error::graph(graph.name(), "produced no output"))?;
-        let view = out
-            .to_plain_array_view::<f32>()
-            .map_err(|e| Error::graph(graph.name(), e))?;
+            .ok_or_else(|| Error::graph(graph, "produced no output"))?;
+        let view = out.to_plain_array_view::<f32>().map_err(|e| Error::graph(graph, e))?;
         Ok(Tensor {
             shape: view.shape().to_vec(),
             data: view.iter().copied().collect(),

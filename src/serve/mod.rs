@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::image_io::{self, OutputFormat, WriteOptions};
-use crate::pipeline::{Finish, Pipeline, Tiling};
+use crate::pipeline::{Control, Finish, Pipeline, Tiling};
 use crate::sampler;
 
 pub use metrics::Metrics;
@@ -460,7 +460,11 @@ fn restore_blocking(
         tile: query.tile.unwrap_or(model.tiling.tile),
         overlap: model.tiling.overlap,
     };
-    let done = p.restore_picture(&picture, mask.as_ref(), &noise, &tiling, Finish::default(), cancel)?;
+    let control = Control {
+        cancel: Some(cancel),
+        progress: None,
+    };
+    let done = p.restore_picture(&picture, mask.as_ref(), &noise, &tiling, Finish::default(), &control)?;
     state
         .metrics
         .pixels

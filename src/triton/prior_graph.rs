@@ -25,12 +25,8 @@ pub const IPR: &str = "ipr";
 
 fn decode(bundle: &Bundle, kind: GraphKind) -> Result<pb::ModelProto> {
     let g = bundle.graph(kind);
-    pb::ModelProto::decode(&g.bytes[..]).map_err(|e| {
-        Error::graph(
-            kind.name(),
-            format!("{}: not a readable ONNX model: {e}", g.origin.display()),
-        )
-    })
+    pb::ModelProto::decode(&g.bytes[..])
+        .map_err(|e| Error::graph(kind, format!("{}: not a readable ONNX model: {e}", g.origin.display())))
 }
 
 fn value_info(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
@@ -110,12 +106,12 @@ pub fn build(bundle: &Bundle) -> Result<Vec<u8>> {
     let cpen = decode(bundle, GraphKind::Cpen)?;
     let den = decode(bundle, GraphKind::Denoiser)?;
     let (Some(cg), Some(dg)) = (cpen.graph.as_ref(), den.graph.as_ref()) else {
-        return Err(Error::graph("cpen", "the cpen or denoiser model has no graph"));
+        return Err(Error::graph(GraphKind::Cpen, "the cpen or denoiser model has no graph"));
     };
     for (m, g, kind) in [(&cpen, cg, GraphKind::Cpen), (&den, dg, GraphKind::Denoiser)] {
         if !m.functions.is_empty() || !g.sparse_initializer.is_empty() {
             return Err(Error::graph(
-                kind.name(),
+                kind,
                 "local functions or sparse initializers are not supported by the prior graph builder",
             ));
         }
@@ -220,7 +216,7 @@ pub fn build(bundle: &Bundle) -> Result<Vec<u8>> {
     };
     if den.opset_import != cpen.opset_import {
         return Err(Error::graph(
-            "denoiser",
+            GraphKind::Denoiser,
             "its opset imports differ from cpen's; re-export the bundle with one opset",
         ));
     }

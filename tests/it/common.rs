@@ -136,7 +136,7 @@ pub fn photo(h: usize, w: usize) -> diffir::Image {
             data.extend(p.0.iter().map(|&v| v as f32 / 255.0));
         }
     }
-    diffir::Image::new(h, w, data)
+    diffir::Image::new(h, w, data).unwrap()
 }
 
 /// A committed test bundle.

@@ -171,7 +171,7 @@ impl Engine for SmallDevice {
             if pixels > self.limit {
                 self.refused.fetch_add(1, Ordering::SeqCst);
                 return Err(Error::OutOfMemory {
-                    graph: "backbone".into(),
+                    graph: GraphKind::Backbone,
                     msg: format!("CUDA failure 2: out of memory ({pixels} pixels)"),
                 });
             }

@@ -191,7 +191,8 @@ fn tiled_restore_is_close_to_whole_image_on_official_weights() {
         h as usize,
         w as usize,
         photo.into_raw().iter().map(|&v| v as f32 / 255.0).collect(),
-    );
+    )
+    .unwrap();
     for name in ["mini_sr_x4", "mini_sr_x2", "mini_deblur"] {
         let bundle = Bundle::load(exported(&official, name)).unwrap();
         let noise = diffir::sampler::seeded_noise(0, bundle.ipr_dim());

@@ -16,7 +16,7 @@ fn case(name: &str) -> Case {
     let mut npz = Npz::open(&bundles_dir().join(name).join("reference.npz"));
     let img = npz.f32("image");
     let (h, w) = (img.shape()[0], img.shape()[1]);
-    let image = Image::new(h, w, img.iter().copied().collect());
+    let image = Image::new(h, w, img.iter().copied().collect()).unwrap();
     let mask = if npz.has("mask") {
         Some(Mask {
             height: h,

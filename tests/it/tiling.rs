@@ -70,7 +70,7 @@ fn photo(h: usize, w: usize) -> Image {
             data.extend(p.0.iter().map(|&v| v as f32 / 255.0));
         }
     }
-    Image::new(h, w, data)
+    Image::new(h, w, data).unwrap()
 }
 
 #[test]

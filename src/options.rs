@@ -1,0 +1,122 @@
+//! One options struct for the library: which backend and devices, how the work is split, the tiling, the
+//! prior's initial noise and the input limits. The pipeline derives the rest (GPU tile shapes, the worker
+//! split) once the provider is known; the CLI maps its flags onto this struct.
+
+use crate::backend::BackendKind;
+use crate::bundle::Precision;
+use crate::plan::{PlanRequest, TileRequest};
+use crate::triton::TritonOptions;
+
+/// The initial noise x_T of the prior's reverse diffusion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Noise {
+    /// One draw of ipr_dim standard normals from this seed (reproducible across runs and machines).
+    Seed(u64),
+    /// These values (1 × ipr_dim).
+    Values(Vec<f32>),
+}
+
+impl Default for Noise {
+    fn default() -> Self {
+        Noise::Seed(0)
+    }
+}
+
+impl Noise {
+    /// The values for a prior of `dim` values.
+    pub fn values(&self, dim: usize) -> Vec<f32> {
+        match self {
+            Noise::Seed(seed) => crate::sampler::seeded_noise(*seed, dim),
+            Noise::Values(v) => v.clone(),
+        }
+    }
+}
+
+/// Everything a [`crate::Pipeline`] is opened with ([`crate::Pipeline::open`]).
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The backend. Default: [`BackendKind::Auto`] (TensorRT, CUDA, onnxruntime CPU, then tract, whichever
+    /// starts first). [`BackendKind::Triton`] needs [`RestoreOptions::triton`].
+    pub backend: BackendKind,
+    /// GPUs for the CUDA and TensorRT backends, one engine each. Default: empty (device 0).
+    pub devices: Vec<i32>,
+    /// Threads in all; 0 = every core. Default: 0.
+    pub threads: usize,
+    /// Tiles in flight at once (Triton: requests in flight). Default: None (one per thread on the CPU, one
+    /// per GPU, 4 for Triton).
+    pub workers: Option<usize>,
+    /// The backbone's precision. Default: [`Precision::Fp32`].
+    pub precision: Precision,
+    /// The backbone tile. Default: [`TileRequest::Auto`] (128 on the CPU; on a GPU the largest that fits).
+    pub tile: TileRequest,
+    /// Overlap between tiles in input pixels (at most half a tile), feathered. Default: 16.
+    pub tile_overlap: usize,
+    /// Tiles per backbone call. Default: None (1 on the CPU; on a GPU what the tile search fits; 4 for
+    /// Triton, at most the model's max_batch_size).
+    pub tile_batch: Option<usize>,
+    /// The prior's initial noise. Default: [`Noise::Seed`]`(0)`.
+    pub noise: Noise,
+    /// The largest input in pixels, checked from the header before decoding. Default: 200,000,000.
+    pub max_pixels: u64,
+    /// Extra onnxruntime CUDA provider options (KEY, VALUE). Default: empty.
+    pub cuda_options: Vec<(String, String)>,
+    /// The Triton server for [`BackendKind::Triton`]. Default: None.
+    pub triton: Option<TritonOptions>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            backend: BackendKind::Auto,
+            devices: vec![],
+            threads: 0,
+            workers: None,
+            precision: Precision::Fp32,
+            tile: TileRequest::Auto,
+            tile_overlap: crate::pipeline::DEFAULT_TILE_OVERLAP,
+            tile_batch: None,
+            noise: Noise::default(),
+            max_pixels: crate::image_io::DEFAULT_MAX_PIXELS,
+            cuda_options: vec![],
+            triton: None,
+        }
+    }
+}
+
+impl RestoreOptions {
+    /// What the options ask of the plan.
+    pub fn plan_request(&self) -> PlanRequest {
+        PlanRequest {
+            threads: self.threads,
+            workers: self.workers,
+            devices: self.devices.clone(),
+            tile_batch: self.tile_batch,
+            tile: self.tile,
+            precision: self.precision,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every "Default: …" in the docs above, checked against `impl Default`.
+    #[test]
+    fn defaults_match_the_docs() {
+        let o = RestoreOptions::default();
+        assert_eq!(o.backend, BackendKind::Auto);
+        assert!(o.devices.is_empty());
+        assert_eq!(o.threads, 0);
+        assert_eq!(o.workers, None);
+        assert_eq!(o.precision, Precision::Fp32);
+        assert_eq!(o.tile, TileRequest::Auto);
+        assert_eq!(o.tile_overlap, 16);
+        assert_eq!(o.tile_batch, None);
+        assert_eq!(o.noise, Noise::Seed(0));
+        assert_eq!(o.max_pixels, 200_000_000);
+        assert!(o.cuda_options.is_empty() && o.triton.is_none());
+        assert_eq!(Noise::Seed(3).values(8), crate::sampler::seeded_noise(3, 8));
+        assert_eq!(Noise::Values(vec![1.0]).values(1), [1.0]);
+    }
+}
