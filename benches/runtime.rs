@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diffir::backend::{self, BackendKind, EngineOptions, Input};
-use diffir::tiling::{Blender, TilePlan};
+use diffir::internal::backend::{self, BackendKind, EngineOptions, Input};
+use diffir::internal::tiling::{Blender, TilePlan};
 use diffir::{Bundle, GraphKind, Pipeline, PlanRequest, Tiling};
 
 fn backends(bundle: &Bundle) -> Vec<(&'static str, Box<dyn backend::Engine>)> {
@@ -61,13 +61,13 @@ fn graphs(c: &mut Criterion) {
 }
 
 fn sampler(c: &mut Criterion) {
-    let schedule = diffir::schedule::Schedule::new(4, 0.1, 0.99);
-    let noise = diffir::sampler::seeded_noise(0, 256);
+    let schedule = diffir::internal::schedule::Schedule::new(4, 0.1, 0.99);
+    let noise = diffir::internal::sampler::seeded_noise(0, 256);
     c.bench_function("sampler/reverse_chain_256", |b| {
-        b.iter(|| diffir::sampler::reverse_chain(&schedule, black_box(&noise), |x, _| Ok(x.to_vec())))
+        b.iter(|| diffir::internal::sampler::reverse_chain(&schedule, black_box(&noise), |x, _| Ok(x.to_vec())))
     });
     c.bench_function("sampler/seeded_noise_256", |b| {
-        b.iter(|| diffir::sampler::seeded_noise(black_box(7), 256))
+        b.iter(|| diffir::internal::sampler::seeded_noise(black_box(7), 256))
     });
 }
 
@@ -92,14 +92,14 @@ fn tiling(c: &mut Criterion) {
 
 fn end_to_end(c: &mut Criterion) {
     let bundle = Bundle::builtin().expect("built-in model");
-    let image = diffir::bench::synthetic_image(128, 128);
+    let image = diffir::internal::bench::synthetic_image(128, 128);
     let mut g = c.benchmark_group("restore_builtin_128");
     g.sample_size(10);
     for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
         let Ok(p) = Pipeline::start(bundle.clone(), kind, &PlanRequest::default(), &[]) else {
             continue;
         };
-        let noise = diffir::sampler::seeded_noise(0, bundle.ipr_dim());
+        let noise = diffir::internal::sampler::seeded_noise(0, bundle.ipr_dim());
         g.bench_function(kind.to_string(), |b| {
             b.iter(|| p.restore(&image, None, &noise, &Tiling::default()))
         });

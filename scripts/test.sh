@@ -45,3 +45,12 @@ else
   cargo test --locked --no-fail-fast
 fi
 cargo test --locked --doc
+
+echo "== rust: the library without the command line, its docs, and the examples"
+cargo check --locked --lib --no-default-features
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
+EXAMPLES_OUT="$(mktemp -d)"
+trap 'rm -rf "$EXAMPLES_OUT"' EXIT
+cargo run --locked --quiet --example restore -- tests/fixtures/bundles/sr_x4/input.png "$EXAMPLES_OUT/restored.png"
+test -s "$EXAMPLES_OUT/restored.png"
+cargo run --locked --quiet --example in_memory -- tests/fixtures/images/rgba.png

@@ -11,7 +11,9 @@ use crate::sampler;
 /// Timings of every measured run (the warm-up excluded).
 #[derive(Debug, Clone)]
 pub struct BenchReport {
+    /// The timings of each timed run.
     pub runs: Vec<Timings>,
+    /// Backbone tiles per run.
     pub tiles: usize,
 }
 
@@ -25,6 +27,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 impl BenchReport {
+    /// The median of the runs' totals.
     pub fn median_total(&self) -> Duration {
         median(self.runs.iter().map(|t| t.total()).collect())
     }

@@ -28,6 +28,7 @@ pub enum Task {
 }
 
 impl Task {
+    /// The task's name in bundle.yaml.
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Sr => "sr",
@@ -86,6 +87,7 @@ impl std::fmt::Display for GraphKind {
 }
 
 impl GraphKind {
+    /// Every graph kind, in bundle order.
     pub const ALL: [GraphKind; 5] = [
         GraphKind::Cpen,
         GraphKind::Denoiser,
@@ -94,6 +96,7 @@ impl GraphKind {
         GraphKind::CpenHead,
     ];
 
+    /// The graph's key in bundle.yaml.
     pub fn name(self) -> &'static str {
         match self {
             GraphKind::Cpen => "cpen",
@@ -131,6 +134,7 @@ impl Precision {
     /// The names `--precision` takes.
     pub const NAMES: [&'static str; 2] = ["fp32", "fp16"];
 
+    /// The padding mode's name in bundle.yaml.
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
     }
@@ -155,30 +159,47 @@ impl fmt::Display for Precision {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The diffusion schedule of a bundle (bundle.yaml `schedule`).
 pub struct ScheduleSpec {
+    /// How the betas are spaced (`sqrt_linspace_squared`).
     pub kind: String,
+    /// Reverse steps T.
     pub timesteps: usize,
+    /// First beta.
     pub linear_start: f64,
+    /// Last beta.
     pub linear_end: f64,
+    /// Posterior-mean coefficient of x̂0, per step.
     pub coef1: Vec<f64>,
+    /// Posterior-mean coefficient of x_t, per step.
     pub coef2: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One graph of a bundle: its file and its input and output names.
 pub struct GraphSpec {
+    /// The ONNX file, relative to the bundle folder.
     pub file: String,
+    /// Input names, in the graph contract's order.
     pub inputs: Vec<String>,
+    /// Output names.
     pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The bundle's graphs (bundle.yaml `graphs`).
 pub struct GraphsSpec {
+    /// Image → condition, whole image.
     pub cpen: GraphSpec,
+    /// One reverse step of the prior.
     pub denoiser: GraphSpec,
+    /// Image + prior → restored image.
     pub backbone: GraphSpec,
+    /// CPEN up to its global average pool.
     pub cpen_features: GraphSpec,
+    /// CPEN's MLP on the pooled features.
     pub cpen_head: GraphSpec,
     /// Optional: the backbone in float16 (float32 inputs and output), for `--precision fp16`.
     #[serde(default)]
@@ -186,6 +207,7 @@ pub struct GraphsSpec {
 }
 
 impl GraphsSpec {
+    /// The spec of one graph kind.
     pub fn get(&self, kind: GraphKind) -> &GraphSpec {
         match kind {
             GraphKind::Cpen => &self.cpen,
@@ -201,21 +223,37 @@ impl GraphsSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    /// The task family.
     pub family: Task,
+    /// Upscaling factor.
     pub scale: u32,
+    /// Base channel width of DIRformer.
     pub dim: u32,
+    /// Transformer blocks per level.
     pub num_blocks: [u32; 4],
+    /// Refinement blocks at full resolution.
     pub num_refinement_blocks: u32,
+    /// Attention heads per level.
     pub heads: [u32; 4],
+    /// FFN hidden width over the channel width.
     pub ffn_expansion_factor: f64,
+    /// Whether convolutions carry a bias.
     pub bias: bool,
+    /// `BiasFree` or `WithBias`.
     pub layernorm_type: String,
+    /// CPEN residual blocks.
     pub n_encoder_res: u32,
+    /// Denoiser residual blocks.
     pub n_denoise_res: u32,
+    /// Width of the prior (IPR).
     pub ipr_dim: usize,
+    /// Reverse diffusion steps.
     pub timesteps: usize,
+    /// First beta.
     pub linear_start: f64,
+    /// Last beta.
     pub linear_end: f64,
+    /// Model name.
     pub name: String,
 }
 
@@ -223,11 +261,17 @@ pub struct ModelSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
+    /// The checkpoint's file name.
     pub checkpoint: String,
+    /// SHA-256 of the checkpoint.
     pub checkpoint_sha256: String,
+    /// The checkpoint's key layout (basicsr params_ema, ...).
     pub checkpoint_layout: String,
+    /// Exporter name and version.
     pub exporter: String,
+    /// PyTorch version used for the export.
     pub torch: String,
+    /// ONNX opset.
     pub opset: u32,
 }
 
@@ -235,18 +279,31 @@ pub struct Provenance {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
+    /// bundle.yaml format version.
     pub format: u32,
+    /// Bundle name.
     pub name: String,
+    /// The task.
     pub task: Task,
+    /// Upscaling factor.
     pub scale: u32,
+    /// Channels of the network input (4 for inpainting: RGB + mask).
     pub input_channels: usize,
+    /// Width of the prior (IPR).
     pub ipr_dim: usize,
+    /// Inputs are padded to a multiple of this.
     pub size_multiple: usize,
+    /// How inputs are padded.
     pub padding: Padding,
+    /// Halo (input pixels) around each CPEN window for exact tiling.
     pub cpen_halo: usize,
+    /// The diffusion schedule.
     pub schedule: ScheduleSpec,
+    /// The graphs.
     pub graphs: GraphsSpec,
+    /// The architecture's hyper-parameters.
     pub model: ModelSpec,
+    /// Where the weights came from.
     pub provenance: Provenance,
 }
 
@@ -284,6 +341,7 @@ impl fmt::Display for Dim {
 /// One input or output of an ONNX graph as the file declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IoSignature {
+    /// The input or output name.
     pub name: String,
     /// ONNX element type (1 = float32, 7 = int64).
     pub elem_type: i32,
@@ -294,11 +352,15 @@ pub struct IoSignature {
 /// An ONNX graph held in memory with its declared signature.
 #[derive(Debug, Clone)]
 pub struct GraphData {
+    /// Which graph.
     pub kind: GraphKind,
     /// Where the bytes came from (a path, or the name of the built-in model's file).
     pub origin: PathBuf,
+    /// The ONNX bytes.
     pub bytes: Arc<[u8]>,
+    /// Declared inputs.
     pub inputs: Vec<IoSignature>,
+    /// Declared outputs.
     pub outputs: Vec<IoSignature>,
 }
 
@@ -326,7 +388,9 @@ impl BundleSpec {
 pub struct Bundle {
     /// The folder (or a descriptive name for the built-in model).
     pub origin: PathBuf,
+    /// bundle.yaml, validated.
     pub spec: BundleSpec,
+    /// The schedule, recomputed from the spec and checked against its coefficients.
     pub schedule: Schedule,
     /// Indexed by `GraphKind as usize`.
     graphs: Vec<GraphData>,
@@ -405,6 +469,7 @@ impl Bundle {
         b
     }
 
+    /// One graph's bytes and signature.
     pub fn graph(&self, kind: GraphKind) -> &GraphData {
         &self.graphs[kind as usize]
     }
@@ -439,14 +504,17 @@ impl Bundle {
         }
     }
 
+    /// The task.
     pub fn task(&self) -> Task {
         self.spec.task
     }
 
+    /// The upscaling factor.
     pub fn scale(&self) -> usize {
         self.spec.scale as usize
     }
 
+    /// Width of the prior (IPR).
     pub fn ipr_dim(&self) -> usize {
         self.spec.ipr_dim
     }

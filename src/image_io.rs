@@ -27,7 +27,9 @@ pub fn is_supported_input(path: &Path) -> bool {
 /// Sample depth of an input, kept for the output where the format allows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
+    /// 8 bits per sample.
     Eight,
+    /// 16 bits per sample.
     Sixteen,
     /// A float32 `.npy`.
     Float,
@@ -40,6 +42,7 @@ pub struct Picture {
     pub rgb: Image,
     /// The alpha channel in [0, 1], H×W, if the file has one.
     pub alpha: Option<Vec<f32>>,
+    /// Sample depth of the input, kept where the output format allows.
     pub depth: Depth,
     /// The file is grayscale: the result is written as grayscale.
     pub gray: bool,
@@ -275,11 +278,17 @@ pub fn read_noise(path: &Path, dim: usize) -> Result<Vec<f32>> {
 /// The image formats read and written, chosen by extension (or named by `--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
+    /// PNG (8 or 16 bits, alpha, ICC).
     Png,
+    /// JPEG (8 bits, ICC).
     Jpeg,
+    /// WebP (lossless, alpha).
     Webp,
+    /// TIFF (8 or 16 bits, alpha).
     Tiff,
+    /// BMP (8 bits).
     Bmp,
+    /// Float32 H×W×3 NumPy array.
     Npy,
 }
 
@@ -346,9 +355,11 @@ impl OutputFormat {
 /// How results are written.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteOptions {
+    /// How floats become 8-bit.
     pub quantize: Quantize,
     /// JPEG quality, 1–100.
     pub jpeg_quality: u8,
+    /// Replace an existing file.
     pub overwrite: bool,
 }
 
@@ -361,6 +372,7 @@ pub struct Carry<'a> {
     pub sixteen_bit: bool,
     /// Write grayscale (BT.601 luma of the result).
     pub gray: bool,
+    /// ICC profile bytes to embed.
     pub icc: Option<&'a [u8]>,
 }
 

@@ -5,43 +5,73 @@
 //! prior) and the backbone (image + prior → restored image), optionally also in float16. The runtime runs
 //! CPEN once per image, the reverse diffusion loop itself, then the backbone tile by tile, on onnxruntime
 //! or on pure-Rust tract; or, to scale out, the prior and the backbone on a Triton Inference Server
-//! ([`triton`]: `diffir triton-repo` writes the model repository, [`Pipeline::start_triton`] is the client).
+//! ([`write_triton_repo`] writes the model repository, [`Pipeline::start_triton`] is the client).
 //!
 //! ```no_run
-//! use diffir::{BackendKind, Bundle, Pipeline, PlanRequest};
+//! use diffir::{Bundle, Pipeline, RestoreOptions};
 //!
 //! let bundle = Bundle::builtin()?; // or Bundle::load("path/to/bundle")
-//! let pipeline = Pipeline::start(bundle, BackendKind::Auto, &PlanRequest::default(), &[])?;
-//! let image = diffir::image_io::read_image("photo.png".as_ref())?;
-//! let noise = diffir::sampler::seeded_noise(0, pipeline.bundle().ipr_dim());
-//! let restored = pipeline.restore(&image, None, &noise, &pipeline.planned_tiling(16))?;
-//! diffir::image_io::write_image("big.png".as_ref(), &restored.image, pipeline.quantize(), false)?;
+//! let pipeline = Pipeline::open(bundle, &RestoreOptions::default())?;
+//! let image = diffir::read_image("photo.png".as_ref())?;
+//! let restored = pipeline.restore_image(&image, None)?;
+//! diffir::write_image("big.png".as_ref(), &restored.image, pipeline.quantize(), false)?;
 //! # Ok::<(), diffir::Error>(())
 //! ```
+//!
+//! The modules behind these items are private; `internal` (hidden) reaches them for the crate's own tests
+//! and is not a stable API.
 
-pub mod backend;
-pub mod bench;
-pub mod builtin;
-pub mod bundle;
+#![warn(missing_docs)]
+
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
-pub mod error;
-pub mod graph_rewrite;
-pub mod image_io;
-pub mod models;
-pub mod options;
-pub mod pipeline;
-pub mod plan;
-pub mod preprocess;
-pub mod sampler;
-pub mod schedule;
-pub mod serve;
-pub mod tiling;
-pub mod triton;
+#[doc(hidden)]
+pub mod internal;
 
-pub use backend::{BackendKind, EngineOptions};
+// The crate's own paths (crate::backend, ...) stay short; some are used by the command line only.
+#[allow(unused_imports)]
+use internal::{
+    backend, bench, builtin, bundle, error, graph_rewrite, image_io, models, options, pipeline, plan, preprocess,
+    sampler, schedule, serve, tiling, triton,
+};
+
+pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
 pub use bundle::{Bundle, GraphKind, Precision, Task};
 pub use error::{Error, Result};
+pub use image_io::{
+    decode_picture, encode_picture, read_image, read_picture, write_image, write_picture, Carry, Depth, OutputFormat,
+    Picture, WriteOptions,
+};
 pub use options::{Noise, RestoreOptions};
-pub use pipeline::{Control, Pipeline, Progress, Restored, Tiling, Timings};
+pub use pipeline::{Control, Finish, Pipeline, Progress, Restored, RestoredPicture, Tiling, Timings};
 pub use plan::{Plan, PlanRequest, TileRequest};
-pub use preprocess::{Image, Mask};
+pub use preprocess::{Image, Mask, Quantize};
+pub use triton::{InstanceKind, RepoOptions, TritonOptions};
+
+/// Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP) from memory, with the same 16-bit, alpha, grayscale,
+/// ICC and EXIF-orientation handling as files; at most [`RestoreOptions::default`]'s `max_pixels`.
+pub fn decode(bytes: &[u8]) -> Result<Picture> {
+    decode_picture(bytes, std::path::Path::new("(in memory)"), image_io::DEFAULT_MAX_PIXELS).map(|(p, _)| p)
+}
+
+/// Encode an RGB image in memory as `format` (8-bit, rounded; JPEG at quality 95). For alpha, 16-bit,
+/// grayscale or ICC, use [`encode_picture`] with a [`Carry`].
+pub fn encode(image: &Image, format: OutputFormat) -> Result<Vec<u8>> {
+    let opts = WriteOptions {
+        quantize: Quantize::Round,
+        jpeg_quality: image_io::DEFAULT_JPEG_QUALITY,
+        overwrite: false,
+    };
+    encode_picture(image, &Carry::default(), &opts, format)
+}
+
+/// Write a Triton model repository for `bundle` into `out` (see `diffir triton-repo`); returns the model
+/// folders written.
+pub fn write_triton_repo(
+    bundle: &Bundle,
+    out: &std::path::Path,
+    options: &RepoOptions,
+) -> Result<Vec<std::path::PathBuf>> {
+    triton::repo::write(bundle, out, options)
+}

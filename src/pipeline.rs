@@ -91,6 +91,7 @@ impl std::ops::AddAssign for Timings {
 }
 
 impl Timings {
+    /// The sum of the stages.
     pub fn total(&self) -> Duration {
         self.prepare + self.cpen + self.diffusion + self.backbone + self.assemble
     }
@@ -165,6 +166,7 @@ pub struct Restored {
     pub fp32_redos: usize,
     /// What the pipeline changed to finish (smaller batches or tiles after running out of memory).
     pub notes: Vec<String>,
+    /// Where the time went.
     pub timings: Timings,
 }
 
@@ -327,6 +329,7 @@ impl Pipeline {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
+    /// The bundle it runs.
     pub fn bundle(&self) -> &Bundle {
         &self.bundle
     }

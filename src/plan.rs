@@ -57,7 +57,9 @@ pub struct PlanRequest {
     pub devices: Vec<i32>,
     /// Tiles per backbone call.
     pub tile_batch: Option<usize>,
+    /// The backbone tile asked for.
     pub tile: TileRequest,
+    /// The backbone precision asked for.
     pub precision: Precision,
 }
 
@@ -74,6 +76,7 @@ pub struct Plan {
     pub tile_batch: usize,
     /// Backbone tile in input pixels; 0 = whole image.
     pub tile: usize,
+    /// The backbone precision.
     pub precision: Precision,
     /// How the tile was chosen, when the plan chose it.
     pub tile_note: Option<String>,

@@ -40,6 +40,7 @@ impl Image {
     }
 
     #[inline]
+    /// The RGB values of one pixel.
     pub fn pixel(&self, y: usize, x: usize) -> &[f32] {
         let i = (y * self.width + x) * 3;
         &self.data[i..i + 3]
@@ -86,6 +87,7 @@ pub enum Quantize {
 
 impl Quantize {
     #[inline]
+    /// One float in [0, 1] as an 8-bit sample.
     pub fn to_u8(self, v: f32) -> u8 {
         let s = (v * 255.0).clamp(0.0, 255.0);
         match self {

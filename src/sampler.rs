@@ -13,7 +13,7 @@ pub fn seeded_noise(seed: u64, dim: usize) -> Vec<f32> {
     (0..dim).map(|_| StandardNormal.sample(&mut rng)).collect()
 }
 
-/// Run t = T−1 … 0: x ← coef1[t]·x̂0(x, t, c) + coef2[t]·x, with no noise added and no clipping.
+/// Run t = T−1 … 0: x ← coef1\[t\]·x̂0(x, t, c) + coef2\[t\]·x, with no noise added and no clipping.
 ///
 /// `denoise(x, t)` returns x̂0. The update is computed in f64 and rounded to f32 for the next graph call.
 /// Returns x after every step; the last one is the IPR.

@@ -3,12 +3,16 @@
 //! betas are the squares of `linspace(sqrt(start), sqrt(end), T)` (the upstream code calls this the "linear"
 //! schedule); the reverse step uses only the posterior-mean coefficients.
 
-/// Posterior-mean coefficients of the reverse step x ← coef1[t]·x̂0 + coef2[t]·x.
+/// Posterior-mean coefficients of the reverse step x ← coef1\[t\]·x̂0 + coef2\[t\]·x.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
+    /// Betas, per step.
     pub betas: Vec<f64>,
+    /// Cumulative products of (1 − beta).
     pub alphas_cumprod: Vec<f64>,
+    /// Posterior-mean coefficient of x̂0, per step.
     pub coef1: Vec<f64>,
+    /// Posterior-mean coefficient of x_t, per step.
     pub coef2: Vec<f64>,
 }
 
@@ -48,6 +52,7 @@ impl Schedule {
         }
     }
 
+    /// Reverse steps T.
     pub fn timesteps(&self) -> usize {
         self.betas.len()
     }

@@ -31,10 +31,15 @@ pub fn axis_starts(len: usize, tile: usize, overlap: usize) -> (usize, Vec<usize
 /// A grid of fixed-shape tiles over a (padded) input of `height × width`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TilePlan {
+    /// Tile height (input pixels).
     pub tile_h: usize,
+    /// Tile width (input pixels).
     pub tile_w: usize,
+    /// Top rows of the tiles.
     pub ys: Vec<usize>,
+    /// Left columns of the tiles.
     pub xs: Vec<usize>,
+    /// Overlap between neighbours.
     pub overlap: usize,
 }
 
@@ -63,6 +68,7 @@ impl TilePlan {
         })
     }
 
+    /// How many tiles.
     pub fn count(&self) -> usize {
         self.ys.len() * self.xs.len()
     }
@@ -238,8 +244,11 @@ impl<'a> Blender<'a> {
 /// fixed length starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HaloWindow {
+    /// First row (or column) of the window's core.
     pub core_start: usize,
+    /// One past the core's last row (or column).
     pub core_end: usize,
+    /// First row (or column) read, halo included.
     pub start: usize,
 }
 

@@ -2,7 +2,7 @@
 //! invariants the pipeline relies on hold.
 #![no_main]
 
-use diffir::tiling::{axis_weights, halo_windows, TilePlan};
+use diffir::internal::tiling::{axis_weights, halo_windows, TilePlan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: [u16; 6]| {

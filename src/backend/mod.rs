@@ -16,14 +16,18 @@ pub mod tract;
 /// A borrowed input tensor.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
+    /// Float32 values with their shape.
     F32(&'a [usize], &'a [f32]),
+    /// Int64 values with their shape (the denoiser's timestep).
     I64(&'a [usize], &'a [i64]),
 }
 
 /// An owned float32 output tensor (row-major).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
+    /// The shape (row-major).
     pub shape: Vec<usize>,
+    /// The values.
     pub data: Vec<f32>,
 }
 
@@ -179,7 +183,9 @@ impl EngineOptions {
 
 /// A started backend: the engine, the plan it runs, and what was chosen and why.
 pub struct Started {
+    /// The engine (one per device behind a dispatcher where there are several).
     pub engine: Box<dyn Engine>,
+    /// The plan it runs.
     pub plan: Plan,
     /// Everything: the library's path, each provider skipped and why.
     pub line: String,

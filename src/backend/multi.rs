@@ -15,6 +15,7 @@ pub struct MultiDevice {
 }
 
 impl MultiDevice {
+    /// Dispatch over these engines (one per device).
     pub fn new(engines: Vec<Box<dyn Engine>>) -> Self {
         assert!(!engines.is_empty(), "MultiDevice needs at least one engine");
         let in_flight = engines.iter().map(|_| AtomicUsize::new(0)).collect();

@@ -34,14 +34,19 @@ pub const GPU_INSTALL_HINT: &str =
 /// onnxruntime execution providers, in `auto`'s order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
+    /// NVIDIA TensorRT (through onnxruntime).
     TensorRt,
+    /// NVIDIA CUDA.
     Cuda,
+    /// The CPU.
     Cpu,
 }
 
 impl Provider {
+    /// The order `auto` and `ort` try the providers in.
     pub const PREFERENCE: [Provider; 3] = [Provider::TensorRt, Provider::Cuda, Provider::Cpu];
 
+    /// The provider's name as the backend line prints it.
     pub fn name(self) -> &'static str {
         match self {
             Provider::TensorRt => "TensorRT",
@@ -203,6 +208,7 @@ pub fn provider_unavailable(p: Provider) -> Option<String> {
     }
 }
 
+/// The onnxruntime engine: sessions per graph, on one execution provider.
 pub struct OrtEngine {
     /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
     /// tiled graphs, so parallel tiles do not queue on one session.

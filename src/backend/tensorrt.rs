@@ -27,6 +27,7 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The key of one engine: the graph's bytes, the profile, precision, GPU and library versions.
     pub fn new(graph: &[u8], profile: &str, fp16: bool, gpu: &str, tensorrt: &str, onnxruntime: &str) -> Self {
         CacheKey {
             graph_sha256: hex(&Sha256::digest(graph)),

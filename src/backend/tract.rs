@@ -15,6 +15,7 @@ type Plan = Arc<TypedRunnableModel>;
 /// Optimised plans keyed by graph and concrete input shapes.
 type PlanCache = HashMap<(GraphKind, Vec<Vec<usize>>), Plan>;
 
+/// The pure-Rust tract engine: one optimised plan per input shape, cached.
 pub struct TractEngine {
     /// Parsed (not yet typed) graphs, one per kind, cloned for each new input shape.
     models: Vec<InferenceModel>,
@@ -25,6 +26,7 @@ pub struct TractEngine {
 }
 
 impl TractEngine {
+    /// Load every graph of `bundle` with tract.
     pub fn new(bundle: &Bundle, opts: &EngineOptions) -> Result<Self> {
         let parse = |kind: GraphKind| -> Result<InferenceModel> {
             let g = bundle.graph(kind);

@@ -19,6 +19,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A fresh registry with every metric registered.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(

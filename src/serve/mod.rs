@@ -52,7 +52,9 @@ pub struct ServeOptions {
 
 /// A model the server keeps loaded.
 pub struct ServedModel {
+    /// The name requests use.
     pub name: String,
+    /// The loaded pipeline.
     pub pipeline: Pipeline,
     /// The tiling the plan chose (`tile` in a request overrides its size).
     pub tiling: Tiling,

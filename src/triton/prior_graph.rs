@@ -3,7 +3,7 @@
 //! model included, without its checkpoint).
 //!
 //! Inputs `image` (1 × C × H × W, the padded network input) and `noise` (1 × D, x_T); output `ipr` (1 × D).
-//! Each step computes x ← coef1[t]·x̂0 + coef2[t]·x in float64 and rounds to float32, exactly as
+//! Each step computes x ← coef1\[t\]·x̂0 + coef2\[t\]·x in float64 and rounds to float32, exactly as
 //! [`crate::sampler::reverse_chain`] does, so the graph reproduces the runtime's own prior.
 
 use prost::Message;
@@ -20,7 +20,9 @@ const ATTR_INT: i32 = 2;
 
 /// The prior graph's input and output names.
 pub const IMAGE: &str = "image";
+/// The prior graph's noise input name.
 pub const NOISE: &str = "noise";
+/// The prior graph's output name.
 pub const IPR: &str = "ipr";
 
 fn decode(bundle: &Bundle, kind: GraphKind) -> Result<pb::ModelProto> {

@@ -26,7 +26,9 @@ pub const PARAM_BUNDLE: &str = "diffir_bundle";
 /// Where the models run: Triton's `instance_group` kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceKind {
+    /// Instances on every visible GPU (`KIND_GPU`).
     Gpu,
+    /// Instances on the CPU (`KIND_CPU`).
     Cpu,
 }
 

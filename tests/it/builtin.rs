@@ -1,7 +1,7 @@
 //! The built-in model: embedded, used without --model, and better than bicubic on real photo crops
 //! (so a broken export or embedding cannot pass).
 
-use diffir::backend::BackendKind;
+use diffir::internal::backend::BackendKind;
 use diffir::{Bundle, Pipeline, PlanRequest, Tiling};
 
 use crate::common::*;
@@ -39,11 +39,11 @@ fn builtin_model_beats_bicubic_on_val_crops() {
     let bundle = Bundle::builtin().unwrap();
     assert_eq!((bundle.task(), bundle.scale()), (diffir::Task::Sr, 4));
     let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &[]).unwrap();
-    let noise = diffir::sampler::seeded_noise(0, p.bundle().ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(0, p.bundle().ipr_dim());
     let mut gains = vec![];
     for name in ["chelsea", "building", "wesaturate"] {
         let d = repo().join("tests/fixtures/val_crops").join(name);
-        let lr = diffir::image_io::read_image(&d.join("lr.png")).unwrap();
+        let lr = diffir::internal::image_io::read_image(&d.join("lr.png")).unwrap();
         let hr = image::open(d.join("hr.png")).unwrap().into_rgb8();
         let bic = image::open(d.join("bicubic.png")).unwrap().into_rgb8();
         let out = p.restore(&lr, None, &noise, &Tiling::default()).unwrap().image;

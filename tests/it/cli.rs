@@ -100,7 +100,7 @@ fn explicit_gpu_backend_without_gpu_build_is_exit_2() {
     // The onnxruntime library alone in a folder: whether it is the CPU or the GPU build, its CUDA provider
     // cannot start there (no provider libraries beside it), on any machine, with or without a GPU.
     let tmp = tempfile::tempdir().unwrap();
-    let lib = diffir::backend::ort::library_candidates()
+    let lib = diffir::internal::backend::ort::library_candidates()
         .into_iter()
         .find(|p| p.is_file())
         .expect("the onnxruntime library (scripts/install-onnxruntime.sh)");

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diffir::backend::multi::MultiDevice;
-use diffir::backend::tract::TractEngine;
-use diffir::backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
+use diffir::internal::backend::multi::MultiDevice;
+use diffir::internal::backend::tract::TractEngine;
+use diffir::internal::backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
 use diffir::{Bundle, Error, GraphKind, Pipeline, Plan, PlanRequest, Precision, TileRequest, Tiling};
 
 use crate::common::*;
@@ -32,7 +32,7 @@ fn check_batching(name: &str, kind: BackendKind) {
     let (h, w) = (70, 90);
     let img = photo(h, w);
     let mask = mask_for(&bundle, h, w);
-    let noise = diffir::sampler::seeded_noise(3, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(3, bundle.ipr_dim());
     let one = batched(&bundle, kind, 1, 1);
     let tiling = one.planned_tiling(8);
     let want = one.restore(&img, mask.as_ref(), &noise, &tiling).unwrap();
@@ -117,7 +117,7 @@ fn plan(workers: usize, tile_batch: usize, tile: usize) -> Plan {
 fn several_devices_assemble_exactly_the_single_device_output() {
     let bundle = load("sr_x4");
     let img = photo(75, 100);
-    let noise = diffir::sampler::seeded_noise(1, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(1, bundle.ipr_dim());
     let tiling = Tiling { tile: 24, overlap: 8 };
     let single = Pipeline::with_plan(bundle.clone(), Box::new(tract(&bundle)), String::new(), plan(1, 1, 24)).unwrap();
     let want = single.restore(&img, None, &noise, &tiling).unwrap();
@@ -187,7 +187,7 @@ impl Engine for SmallDevice {
 fn out_of_memory_halves_the_batch_then_the_tile() {
     let bundle = load("sr_x4");
     let img = photo(70, 90);
-    let noise = diffir::sampler::seeded_noise(2, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(2, bundle.ipr_dim());
     // 4 tiles of 48² do not fit, nor 2, nor 1: the batch goes 4 → 2 → 1, then the tile 48 → 24.
     let small = SmallDevice {
         inner: tract(&bundle),
@@ -241,7 +241,7 @@ fn check_fp16(name: &str) {
     let (h, w) = (40, 56);
     let img = photo(h, w);
     let mask = mask_for(&bundle, h, w);
-    let noise = diffir::sampler::seeded_noise(4, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(4, bundle.ipr_dim());
     let run = |precision| {
         let req = PlanRequest {
             threads: 1,
@@ -367,7 +367,7 @@ fn check_bound(name: &str) {
     let (h, w) = (60, 76);
     let img = photo(h, w);
     let mask = mask_for(&bundle, h, w);
-    let noise = diffir::sampler::seeded_noise(6, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(6, bundle.ipr_dim());
     let tile = 32usize.div_ceil(bundle.spec.size_multiple) * bundle.spec.size_multiple;
     let tiling = Tiling { tile, overlap: 8 };
     let plain = batched(&bundle, BackendKind::OrtCpu, 1, 1);
@@ -380,7 +380,7 @@ fn check_bound(name: &str) {
         bind_io: true,
         ..Default::default()
     };
-    let (engine, line) = diffir::backend::select(BackendKind::OrtCpu, &bundle, &opts).unwrap();
+    let (engine, line) = diffir::internal::backend::select(BackendKind::OrtCpu, &bundle, &opts).unwrap();
     assert!(line.contains("bound I/O"), "{line}");
     assert_eq!(engine.fixed_batch(GraphKind::Backbone), Some(2));
     let p = Pipeline::with_plan(bundle.clone(), engine, line, plan(1, 2, tile)).unwrap();

@@ -1,8 +1,8 @@
 //! The GPU-session rewrite (ReduceL2 → Sqrt(ReduceSum(x·x))) computes the same outputs as the exported graph,
 //! checked on the CPU backends for every committed bundle's backbone.
 
-use diffir::backend::{self, BackendKind, EngineOptions, Input};
-use diffir::graph_rewrite::reduce_l2_as_sum_of_squares;
+use diffir::internal::backend::{self, BackendKind, EngineOptions, Input};
+use diffir::internal::graph_rewrite::reduce_l2_as_sum_of_squares;
 use diffir::{Bundle, GraphKind};
 
 use crate::common::*;

@@ -188,3 +188,20 @@ fn folder_runs_keep_formats_unless_told() {
     assert!(lo.join("b.jpg").is_file() && !lo.join("b.png").exists());
     assert!(size(lo.join("a.jpg")) < size(hi.join("a.jpg")));
 }
+
+#[test]
+fn decode_and_encode_round_trip_in_memory() {
+    let bytes = std::fs::read(bundles_dir().join("sr_x4/input.png")).unwrap();
+    let picture = diffir::decode(&bytes).unwrap();
+    for format in [
+        diffir::OutputFormat::Png,
+        diffir::OutputFormat::Tiff,
+        diffir::OutputFormat::Bmp,
+    ] {
+        let encoded = diffir::encode(&picture.rgb, format).unwrap();
+        let back = diffir::decode(&encoded).unwrap();
+        assert_eq!(back.rgb, picture.rgb, "{format:?} is lossless at 8 bits");
+    }
+    let e = diffir::decode(b"garbage").unwrap_err().to_string();
+    assert!(e.contains("(in memory)"), "{e}");
+}

@@ -182,7 +182,7 @@ fn fixture_list_is_complete() {
 /// photo: PSNR of the float outputs (the backbone's channel attention is global, so tiling approximates).
 #[test]
 fn tiled_restore_is_close_to_whole_image_on_official_weights() {
-    use diffir::backend::BackendKind;
+    use diffir::internal::backend::BackendKind;
     use diffir::{Bundle, Image, Pipeline, PlanRequest, Tiling};
     let Some(official) = official_dir() else { return };
     let photo = image::open(repo().join("samples/chelsea.png")).unwrap().into_rgb8();
@@ -195,7 +195,7 @@ fn tiled_restore_is_close_to_whole_image_on_official_weights() {
     .unwrap();
     for name in ["mini_sr_x4", "mini_sr_x2", "mini_deblur"] {
         let bundle = Bundle::load(exported(&official, name)).unwrap();
-        let noise = diffir::sampler::seeded_noise(0, bundle.ipr_dim());
+        let noise = diffir::internal::sampler::seeded_noise(0, bundle.ipr_dim());
         let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &[]).unwrap();
         let whole = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
         let tiled = p.restore(&img, None, &noise, &Tiling::default()).unwrap();

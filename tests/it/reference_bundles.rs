@@ -1,6 +1,6 @@
 //! Every committed reference bundle, through both backends, against the Python references.
 
-use diffir::backend::{BackendKind, EngineOptions};
+use diffir::internal::backend::{BackendKind, EngineOptions};
 use diffir::{Bundle, Image, Mask, Pipeline, Tiling};
 
 use crate::common::*;

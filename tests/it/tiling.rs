@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use diffir::backend::tract::TractEngine;
-use diffir::backend::{Engine, EngineOptions, Input, Tensor};
+use diffir::internal::backend::tract::TractEngine;
+use diffir::internal::backend::{Engine, EngineOptions, Input, Tensor};
 use diffir::{Bundle, GraphKind, Image, Pipeline, Tiling};
 
 use crate::common::*;
@@ -138,7 +138,7 @@ fn every_tile_receives_the_whole_image_prior() {
         };
         let p = Pipeline::with_engine(bundle.clone(), Box::new(spy), String::new(), 2).unwrap();
         let img = photo(150, 210);
-        let noise = diffir::sampler::seeded_noise(5, bundle.ipr_dim());
+        let noise = diffir::internal::sampler::seeded_noise(5, bundle.ipr_dim());
         let whole = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
         iprs.lock().unwrap().clear();
         let tiled = p

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use diffir::backend::{BackendKind, EngineOptions};
-use diffir::triton::{InstanceKind, RepoOptions, TritonOptions};
+use diffir::internal::backend::{BackendKind, EngineOptions};
+use diffir::internal::triton::{InstanceKind, RepoOptions, TritonOptions};
 use diffir::{Pipeline, PlanRequest, TileRequest, Tiling};
 
 use crate::common::*;
@@ -48,7 +48,7 @@ fn tool(args: &[&str]) -> Option<String> {
 }
 
 fn write_repo(bundle: &str, dir: &Path, opts: &RepoOptions) {
-    diffir::triton::repo::write(&load(bundle), dir, opts).unwrap();
+    diffir::internal::triton::repo::write(&load(bundle), dir, opts).unwrap();
 }
 
 fn cpu_repo_options() -> RepoOptions {
@@ -244,7 +244,7 @@ fn configs_parse_against_tritons_model_config_schema() {
 fn proto_matches_tritons_compiled_descriptors() {
     let dir = tempfile::tempdir().unwrap();
     let desc = dir.path().join("inference.desc");
-    std::fs::write(&desc, diffir::triton::proto::FILE_DESCRIPTOR_SET).unwrap();
+    std::fs::write(&desc, diffir::internal::triton::proto::FILE_DESCRIPTOR_SET).unwrap();
     let Some(out) = tool(&["check-proto", s(&desc)]) else {
         return;
     };
@@ -258,7 +258,7 @@ fn proto_matches_tritons_compiled_descriptors() {
 fn the_proto_check_catches_a_wrong_field_number() {
     // The same check must fail on a descriptor with one field renumbered.
     use prost::Message;
-    let mut fds = prost_types_free::decode(diffir::triton::proto::FILE_DESCRIPTOR_SET);
+    let mut fds = prost_types_free::decode(diffir::internal::triton::proto::FILE_DESCRIPTOR_SET);
     fds.bump_first_field();
     let dir = tempfile::tempdir().unwrap();
     let desc = dir.path().join("bad.desc");
@@ -347,7 +347,7 @@ mod prost_types_free {
 
 fn check_prior_graph(name: &str) {
     let bundle = load(name);
-    let graph = diffir::triton::prior_graph::build(&bundle).unwrap();
+    let graph = diffir::internal::triton::prior_graph::build(&bundle).unwrap();
     let pipeline = Pipeline::new(
         bundle.clone(),
         BackendKind::OrtCpu,
@@ -364,10 +364,10 @@ fn check_prior_graph(name: &str) {
             .map(|i| ((i * 37 + seed as usize) % 101) as f32 / 100.0)
             .collect();
         let shape = [1, c, h, w];
-        let noise = diffir::sampler::seeded_noise(seed, bundle.ipr_dim());
+        let noise = diffir::internal::sampler::seeded_noise(seed, bundle.ipr_dim());
         let condition = pipeline.condition(&x, &shape).unwrap();
         let local = pipeline.sample(&condition, &noise).unwrap().pop().unwrap();
-        let out = diffir::backend::ort::run_standalone(
+        let out = diffir::internal::backend::ort::run_standalone(
             &graph,
             &[("image", &shape, &x), ("noise", &[1, noise.len()], &noise)],
             "ipr",
@@ -403,7 +403,7 @@ prior_graph_cases!(
 #[test]
 fn the_builtin_model_has_a_prior_graph_too() {
     let bundle = diffir::Bundle::builtin().unwrap();
-    let graph = diffir::triton::prior_graph::build(&bundle).unwrap();
+    let graph = diffir::internal::triton::prior_graph::build(&bundle).unwrap();
     assert!(graph.len() > bundle.graph(diffir::GraphKind::Cpen).bytes.len());
 }
 
@@ -420,7 +420,7 @@ fn check_remote(name: &str) {
     let (h, w) = (52, 76);
     let image = photo(h, w);
     let mask = mask_for(&bundle, h, w);
-    let noise = diffir::sampler::seeded_noise(5, bundle.ipr_dim());
+    let noise = diffir::internal::sampler::seeded_noise(5, bundle.ipr_dim());
     let tiling = Tiling { tile: 32, overlap: 8 };
     let req = PlanRequest {
         workers: Some(4),
