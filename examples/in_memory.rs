@@ -27,11 +27,7 @@ fn main() -> Result<(), diffir::Error> {
         &diffir::Control::default(),
     )?;
     let carry: Carry<'_> = done.carry(&picture);
-    let write = WriteOptions {
-        quantize: pipeline.quantize(),
-        jpeg_quality: 95,
-        overwrite: false,
-    };
+    let write: WriteOptions = pipeline.write_options(false);
     let png = diffir::encode_picture(&done.image, &carry, &write, OutputFormat::Png)?;
     // A PNG starts with its signature; decode it back to check the size.
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -723,6 +723,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         None => Noise::Seed(args.seed),
     };
     options.max_pixels = args.max_pixels;
+    options.jpeg_quality = args.jpeg_quality;
     let noise = options.noise.values(bundle.ipr_dim());
     let mask = args
         .mask
@@ -808,11 +809,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             }
         }
         let carry = done.carry(&picture);
-        let write = image_io::WriteOptions {
-            quantize: pipeline.quantize(),
-            jpeg_quality: args.jpeg_quality,
-            overwrite: args.overwrite,
-        };
+        let write = pipeline.write_options(args.overwrite);
         image_io::write_picture(&job.output, &done.image, &carry, &write).map(|()| Done::Written)
     };
     // With several GPUs, that many images are in flight at once (each one's tiles spread over the devices
@@ -967,11 +964,7 @@ fn restore_stream(
         };
         let done = pipeline.restore_picture(&picture, mask, noise, &tiling, finish, &Control::default())?;
         let carry = done.carry(&picture);
-        let write = image_io::WriteOptions {
-            quantize: pipeline.quantize(),
-            jpeg_quality: args.jpeg_quality,
-            overwrite: args.overwrite,
-        };
+        let write = pipeline.write_options(args.overwrite);
         match &output {
             Some(out) => image_io::write_picture(out, &done.image, &carry, &write),
             None => {

@@ -58,6 +58,8 @@ pub struct RestoreOptions {
     pub noise: Noise,
     /// The largest input in pixels, checked from the header before decoding. Default: 200,000,000.
     pub max_pixels: u64,
+    /// JPEG quality (1–100) of JPEG outputs written with [`crate::Pipeline::write_options`]. Default: 95.
+    pub jpeg_quality: u8,
     /// Extra onnxruntime CUDA provider options (KEY, VALUE). Default: empty.
     pub cuda_options: Vec<(String, String)>,
     /// The Triton server for [`BackendKind::Triton`]. Default: None.
@@ -77,6 +79,7 @@ impl Default for RestoreOptions {
             tile_batch: None,
             noise: Noise::default(),
             max_pixels: crate::image_io::DEFAULT_MAX_PIXELS,
+            jpeg_quality: crate::image_io::DEFAULT_JPEG_QUALITY,
             cuda_options: vec![],
             triton: None,
         }
@@ -115,6 +118,7 @@ mod tests {
         assert_eq!(o.tile_batch, None);
         assert_eq!(o.noise, Noise::Seed(0));
         assert_eq!(o.max_pixels, 200_000_000);
+        assert_eq!(o.jpeg_quality, 95);
         assert!(o.cuda_options.is_empty() && o.triton.is_none());
         assert_eq!(Noise::Seed(3).values(8), crate::sampler::seeded_noise(3, 8));
         assert_eq!(Noise::Values(vec![1.0]).values(1), [1.0]);

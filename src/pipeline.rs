@@ -211,6 +211,15 @@ impl Pipeline {
         &self.options
     }
 
+    /// How results of this pipeline are written: its task's 8-bit quantisation and the options' JPEG quality.
+    pub fn write_options(&self, overwrite: bool) -> crate::image_io::WriteOptions {
+        crate::image_io::WriteOptions {
+            quantize: self.quantize(),
+            jpeg_quality: self.options.jpeg_quality,
+            overwrite,
+        }
+    }
+
     /// The initial noise of the options, as values.
     pub fn noise(&self) -> Vec<f32> {
         self.options.noise.values(self.bundle.ipr_dim())

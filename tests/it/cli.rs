@@ -705,10 +705,12 @@ fn pipes_read_stdin_and_write_stdout_the_same_bytes_as_files() {
 #[test]
 fn pipes_need_a_format_one_image_and_a_decodable_stdin() {
     let png = std::fs::read(input("sr_x4")).unwrap();
+    // A usage error (exit 2): stdout needs a format.
     let o = restore_pipe(&png, &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--format"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
+    // An input that fails (exit 1), named <stdin>.
     let o = restore_pipe(b"not an image", &["--format", "png"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("<stdin>"), "{}", stderr(&o));
