@@ -537,7 +537,15 @@ fn session(
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-    let err = |e: ort::Error| Error::graph_or_oom(graph, format!("onnxruntime: {e}"));
+    // The onnxruntime error is kept as the source (out-of-memory errors become Error::OutOfMemory).
+    let err = |e: ort::Error| match Error::graph_or_oom(graph, format!("onnxruntime: {e}")) {
+        Error::Graph { graph, msg, .. } => Error::Graph {
+            graph,
+            msg,
+            source: Some(Box::new(e)),
+        },
+        other => other,
+    };
     let names = graph.contract().0;
     let mut values: Vec<(&str, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
     for (name, input) in names.iter().zip(inputs) {
