@@ -25,7 +25,8 @@ needs_shared = pytest.mark.skipif(
 
 
 def run_bundle(bundle: Path, net_input: np.ndarray, noise: np.ndarray) -> dict[str, np.ndarray]:
-    """Drive a bundle's whole-image graphs (cpen, denoiser, backbone) with onnxruntime and a plain Python loop over the bundle's schedule."""
+    """Drive a bundle's whole-image graphs (cpen, denoiser, backbone) with onnxruntime and a plain Python loop
+    over the bundle's schedule."""
     meta = yaml.safe_load((bundle / "bundle.yaml").read_text())
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
