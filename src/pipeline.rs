@@ -284,7 +284,7 @@ impl Pipeline {
             tile_batch: 1,
             tile: DEFAULT_TILE,
             precision: Precision::Fp32,
-            tile_note: None,
+            note: None,
         };
         Pipeline::with_plan(bundle, engine, backend_line, plan)
     }

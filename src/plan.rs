@@ -78,8 +78,9 @@ pub struct Plan {
     pub tile: usize,
     /// The backbone precision.
     pub precision: Precision,
-    /// How the tile was chosen, when the plan chose it.
-    pub tile_note: Option<String>,
+    /// What the plan decided for the user and why, when it did: the tile it chose, threads or workers
+    /// clamped to the cores.
+    pub note: Option<String>,
 }
 
 /// Bytes of device memory one backbone input pixel needs, estimated from the bundle's widths.
@@ -114,7 +115,18 @@ impl Plan {
         gpu_free_bytes: impl Fn(i32) -> Option<u64>,
     ) -> Plan {
         let cores = cores.max(1);
-        let total_threads = if req.threads == 0 { cores } else { req.threads };
+        // More threads than cores only oversubscribe them (and, one session per worker, cost memory).
+        let clamped = (req.threads > cores).then(|| {
+            format!(
+                "--threads {} is more than the {cores} cores here; using {cores}",
+                req.threads
+            )
+        });
+        let total_threads = if req.threads == 0 {
+            cores
+        } else {
+            req.threads.min(cores)
+        };
         let multiple = bundle.spec.size_multiple;
         let round = |t: usize| t.div_ceil(multiple).max(1) * multiple;
         if !gpu {
@@ -124,8 +136,15 @@ impl Plan {
                 TileRequest::Pixels(n) => n,
             };
             // A whole-image run is one backbone call: give it every thread.
-            let workers = req.workers.unwrap_or(if tile == 0 { 1 } else { total_threads });
-            let workers = workers.clamp(1, total_threads);
+            let asked = req.workers.unwrap_or(if tile == 0 { 1 } else { total_threads });
+            let workers = asked.clamp(1, total_threads);
+            let note = match (clamped, asked > workers) {
+                (Some(t), _) => Some(t),
+                (None, true) => Some(format!(
+                    "--workers {asked} is more than the {total_threads} thread(s); using {workers}"
+                )),
+                (None, false) => None,
+            };
             return Plan {
                 devices: vec![],
                 workers,
@@ -133,7 +152,7 @@ impl Plan {
                 tile_batch: req.tile_batch.unwrap_or(CPU_TILE_BATCH).max(1),
                 tile,
                 precision: req.precision,
-                tile_note: None,
+                note,
             };
         }
         let devices = if req.devices.is_empty() {
@@ -145,7 +164,7 @@ impl Plan {
         let threads = if req.threads == 0 {
             1
         } else {
-            (req.threads / workers).max(1)
+            (req.threads.min(cores) / workers).max(1)
         };
         let (tile, tile_batch, tile_note) = match req.tile {
             TileRequest::Whole => (0, req.tile_batch.unwrap_or(1), None),
@@ -185,7 +204,10 @@ impl Plan {
             tile_batch: tile_batch.max(1),
             tile: if tile == 0 { 0 } else { round(tile) },
             precision: req.precision,
-            tile_note,
+            note: match (tile_note, clamped) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -337,6 +359,43 @@ mod tests {
     }
 
     #[test]
+    fn absurd_thread_and_worker_counts_are_clamped_to_the_cores() {
+        let b = bundle();
+        let req = PlanRequest {
+            threads: 10_000,
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &req, &b, 2, |_| None);
+        assert_eq!((p.workers, p.threads), (2, 1));
+        assert!(p.note.as_deref().unwrap().contains("--threads 10000"), "{:?}", p.note);
+        let req = PlanRequest {
+            threads: 16,
+            workers: Some(16),
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &req, &b, 4, |_| None);
+        assert_eq!(p.workers * p.threads, 4);
+        let req = PlanRequest {
+            workers: Some(64),
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &req, &b, 4, |_| None);
+        assert_eq!(p.workers, 4);
+        assert!(p.note.as_deref().unwrap().contains("--workers 64"), "{:?}", p.note);
+        // Within the cores nothing is said.
+        let p = Plan::resolve(false, &PlanRequest::default(), &b, 4, |_| None);
+        assert_eq!((p.workers, p.threads, p.note), (4, 1, None));
+        // GPU plans clamp the threads too.
+        let req = PlanRequest {
+            threads: 1000,
+            ..Default::default()
+        };
+        let p = Plan::resolve(true, &req, &b, 8, |_| Some(80 << 30));
+        assert!(p.threads <= 8);
+        assert!(p.note.as_deref().unwrap().contains("--threads 1000"), "{:?}", p.note);
+    }
+
+    #[test]
     fn tile_auto_fits_free_memory() {
         let b = bundle();
         let per_pixel = bytes_per_pixel(&b, Precision::Fp32);
@@ -353,7 +412,7 @@ mod tests {
         // Unknown memory: the fallback tile, said in the note.
         let p = Plan::resolve(true, &req, &b, 4, |_| None);
         assert_eq!(p.tile, GPU_FALLBACK_TILE);
-        assert!(p.tile_note.unwrap().contains("unknown"));
+        assert!(p.note.unwrap().contains("unknown"));
         // The smallest device decides.
         let two = PlanRequest {
             devices: vec![0, 1],

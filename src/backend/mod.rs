@@ -214,11 +214,17 @@ pub fn start(
         }
         let plan = Plan::resolve(false, req, bundle, cores, |_| None);
         let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, &[]))?;
-        let line = format!("backend: {} [{plan}]{why}", engine.describe());
-        let summary = match kind {
+        let mut line = format!("backend: {} [{plan}]{why}", engine.describe());
+        if let Some(n) = &plan.note {
+            line += &format!(" ({n})");
+        }
+        let mut summary = match kind {
             BackendKind::Tract => format!("backend: tract [{plan}]"),
             _ => format!("backend: tract [{plan}] (onnxruntime not found; -v says where it was looked for)"),
         };
+        if let Some(n) = &plan.note {
+            summary += &format!(" ({n})");
+        }
         Ok(Started {
             engine: Box::new(engine),
             plan,
@@ -268,12 +274,19 @@ pub fn start(
                     Box::new(multi::MultiDevice::new(engines))
                 };
                 let mut line = format!("backend: {} [{plan}]", engine.describe());
-                if let Some(n) = &plan.tile_note {
+                if let Some(n) = &plan.note {
                     line += &format!(" ({n})");
                 }
                 line += &fallback_notes(&notes);
                 let (version, warning) = ort::library_version().unwrap_or_default();
                 let mut summary = format!("backend: onnxruntime {version} {} [{plan}]", p.name());
+                if let Some(n) = plan
+                    .note
+                    .as_ref()
+                    .filter(|n| n.contains("--threads") || n.contains("--workers"))
+                {
+                    summary += &format!(" ({n})");
+                }
                 if !notes.is_empty() {
                     let skipped: Vec<&str> = providers[..providers.iter().position(|&q| q == p).unwrap_or(0)]
                         .iter()

@@ -40,7 +40,7 @@ pub fn start(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result
             remote.max_batch
         )));
     }
-    let (tile, tile_note) = match req.tile {
+    let (tile, note) = match req.tile {
         TileRequest::Whole => (0, None),
         TileRequest::Pixels(n) => (n, None),
         TileRequest::Auto => match remote.tile {
@@ -55,7 +55,7 @@ pub fn start(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result
         tile_batch: batch.min(remote.max_batch).max(1),
         tile,
         precision: Precision::Fp32,
-        tile_note,
+        note,
     };
     let describe = crate::backend::Engine::describe(&engine);
     let line = format!("backend: {describe} [{plan}] (a worker is one request in flight)");

@@ -109,7 +109,7 @@ fn plan(workers: usize, tile_batch: usize, tile: usize) -> Plan {
         tile_batch,
         tile,
         precision: Precision::Fp32,
-        tile_note: None,
+        note: None,
     }
 }
 
