@@ -787,22 +787,13 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         None => eprintln!("{line}"),
     };
     let run_job = |job: &Job| -> Result<Done> {
-        if args.skip_existing && job.output.exists() {
+        if args.skip(&job.output)? {
             return Ok(Done::Skipped);
-        }
-        if !args.overwrite && job.output.exists() {
-            return Err(Error::Exists {
-                path: job.output.clone(),
-            });
         }
         let format = image_io::OutputFormat::from_path(&job.output)?;
         let picture = image_io::read_picture(&job.input, args.max_pixels)?;
         format.check_can_hold(&job.output, picture.alpha.is_some())?;
-        let finish = Finish {
-            outscale: args.outscale,
-            tta: args.tta,
-        };
-        let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, finish, &control)?;
+        let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, args.finish(), &control)?;
         if !args.engine.quiet {
             for note in &done.restored.notes {
                 say(format!("note: {}: {note}", job.input.display()));
@@ -866,6 +857,32 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         }
     }
     Ok(report)
+}
+
+impl RestoreArgs {
+    /// What happens to each result before it is written (--outscale, --tta).
+    fn finish(&self) -> Finish {
+        Finish {
+            outscale: self.outscale,
+            tta: self.tta,
+        }
+    }
+
+    /// Whether to skip an output that exists (--skip-existing); an error if it exists without --overwrite.
+    fn skip(&self, output: &Path) -> Result<bool> {
+        if !output.exists() {
+            return Ok(false);
+        }
+        if self.skip_existing {
+            return Ok(true);
+        }
+        if !self.overwrite {
+            return Err(Error::Exists {
+                path: output.to_path_buf(),
+            });
+        }
+        Ok(false)
+    }
 }
 
 /// `restore` with `-` as the input (one image from stdin) or as the output (to stdout, in `--format`):
@@ -945,11 +962,8 @@ fn restore_stream(
             Some(args.output.clone())
         };
         if let Some(out) = &output {
-            if args.skip_existing && out.exists() {
+            if args.skip(out)? {
                 return Ok(());
-            }
-            if !args.overwrite && out.exists() {
-                return Err(Error::Exists { path: out.clone() });
             }
         }
         let target = match (&output, format) {
@@ -958,11 +972,12 @@ fn restore_stream(
             (None, None) => unreachable!("checked above"),
         };
         target.check_can_hold(output.as_deref().unwrap_or(dash), picture.alpha.is_some())?;
-        let finish = Finish {
-            outscale: args.outscale,
-            tta: args.tta,
-        };
-        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, finish, &Control::default())?;
+        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, args.finish(), &Control::default())?;
+        if !args.engine.quiet {
+            for note in &done.restored.notes {
+                eprintln!("note: {}: {note}", label.display());
+            }
+        }
         let carry = done.carry(&picture);
         let write = pipeline.write_options(args.overwrite);
         match &output {

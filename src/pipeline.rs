@@ -249,9 +249,7 @@ impl Pipeline {
         cuda_options: &[(String, String)],
     ) -> Result<Pipeline> {
         let started = backend::start(kind, &bundle, req, cuda_options)?;
-        let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
-        p.backend_summary = started.summary;
-        Ok(p)
+        Pipeline::from_started(bundle, started)
     }
 
     /// Run `bundle` on a Triton Inference Server holding a `diffir triton-repo` repository: the prior there
@@ -259,6 +257,11 @@ impl Pipeline {
     /// A missing model or one whose inputs do not match the bundle is an error here, before any image.
     pub fn start_triton(bundle: Bundle, opts: &crate::triton::TritonOptions, req: &PlanRequest) -> Result<Pipeline> {
         let started = crate::triton::start(&bundle, opts, req)?;
+        Pipeline::from_started(bundle, started)
+    }
+
+    /// A pipeline on a started backend, with its plan and its backend lines.
+    fn from_started(bundle: Bundle, started: backend::Started) -> Result<Pipeline> {
         let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
         p.backend_summary = started.summary;
         Ok(p)

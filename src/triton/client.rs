@@ -154,16 +154,12 @@ impl TritonEngine {
             return Err(backend("the server is not ready".into()));
         }
         for name in [engine.prior.clone(), engine.backbone.clone()] {
-            let n = name.clone();
-            let r = engine.call(move |mut c| {
-                let name = n.clone();
-                async move {
-                    c.model_ready(ModelReadyRequest {
-                        name,
-                        version: String::new(),
-                    })
-                    .await
-                }
+            let r = engine.named_call(&name, |mut c, name| async move {
+                c.model_ready(ModelReadyRequest {
+                    name,
+                    version: String::new(),
+                })
+                .await
             });
             match r {
                 Ok(r) if r.ready => {}
@@ -176,17 +172,13 @@ impl TritonEngine {
             }
         }
         let meta = |name: &str| -> Result<ModelMetadataResponse> {
-            let n = name.to_string();
             engine
-                .call(move |mut c| {
-                    let name = n.clone();
-                    async move {
-                        c.model_metadata(ModelMetadataRequest {
-                            name,
-                            version: String::new(),
-                        })
-                        .await
-                    }
+                .named_call(name, |mut c, name| async move {
+                    c.model_metadata(ModelMetadataRequest {
+                        name,
+                        version: String::new(),
+                    })
+                    .await
                 })
                 .map_err(|s| backend(format!("model '{name}': metadata: {}", status_text(&s))))
         };
@@ -223,17 +215,13 @@ impl TritonEngine {
             &backbone_meta.outputs,
             &[(&engine.backbone_output, &[Some(-1), Some(3), None, None])],
         )?;
-        let b = engine.backbone.clone();
         let config = engine
-            .call(move |mut c| {
-                let name = b.clone();
-                async move {
-                    c.model_config(ModelConfigRequest {
-                        name,
-                        version: String::new(),
-                    })
-                    .await
-                }
+            .named_call(&engine.backbone, |mut c, name| async move {
+                c.model_config(ModelConfigRequest {
+                    name,
+                    version: String::new(),
+                })
+                .await
             })
             .map_err(|s| backend(format!("model '{}': config: {}", engine.backbone, status_text(&s))))?
             .config
@@ -270,6 +258,17 @@ impl TritonEngine {
     /// The two model names on the server (prior, backbone).
     pub fn models(&self) -> (&str, &str) {
         (&self.prior, &self.backbone)
+    }
+
+    /// `call` for the RPCs that take a model's name (ModelReady, ModelMetadata, ModelConfig).
+    fn named_call<T, F, Fut>(&self, name: &str, f: F) -> std::result::Result<T, Status>
+    where
+        T: Send + 'static,
+        F: Fn(Client<Channel>, String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, Status>> + Send,
+    {
+        let name = name.to_string();
+        self.call(move |c| f(c, name.clone()))
     }
 
     /// Run one RPC on the engine's runtime from any thread, retrying UNAVAILABLE with backoff for
@@ -406,10 +405,7 @@ fn check_tensors(
         };
         let fits = t.datatype == "FP32"
             && t.shape.len() == shape.len()
-            && t.shape
-                .iter()
-                .zip(shape.iter())
-                .all(|(&g, w)| w.is_none_or(|w| g == w) || (w.is_none() && g == -1));
+            && t.shape.iter().zip(shape.iter()).all(|(&g, w)| w.is_none_or(|w| g == w));
         if !fits {
             let want: Vec<String> = shape
                 .iter()

@@ -646,8 +646,8 @@ fn models_by_name_from_the_models_folder() {
     );
 }
 
-/// `diffir restore - -o - --format F` with the bytes of a file on stdin.
-fn restore_pipe(stdin: &[u8], extra: &[&str]) -> std::process::Output {
+/// `diffir restore - -o OUTPUT` (sr_x4, tract) with `stdin` as standard input.
+fn restore_stdin(stdin: &[u8], output: &str, extra: &[&str]) -> std::process::Output {
     use std::io::Write;
     let bundle = bundles_dir().join("sr_x4");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffir"))
@@ -655,9 +655,9 @@ fn restore_pipe(stdin: &[u8], extra: &[&str]) -> std::process::Output {
             "restore",
             "-",
             "-o",
-            "-",
+            output,
             "--model",
-            bundle.to_str().unwrap(),
+            s(&bundle),
             "--backend",
             "tract",
         ])
@@ -669,6 +669,11 @@ fn restore_pipe(stdin: &[u8], extra: &[&str]) -> std::process::Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// `diffir restore - -o - ...`: standard input to standard output.
+fn restore_pipe(stdin: &[u8], extra: &[&str]) -> std::process::Output {
+    restore_stdin(stdin, "-", extra)
 }
 
 #[test]
@@ -683,22 +688,8 @@ fn pipes_read_stdin_and_write_stdout_the_same_bytes_as_files() {
     assert_eq!(o.stdout, std::fs::read(&file_out).unwrap());
     // stdin to a file, and a file to stdout.
     let from_stdin = tmp.path().join("from_stdin.png");
-    let bundle = bundles_dir().join("sr_x4");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_diffir"))
-        .args([
-            "restore",
-            "-",
-            "-o",
-            s(&from_stdin),
-            "--model",
-            s(&bundle),
-            "--backend",
-            "tract",
-        ])
-        .stdin(std::fs::File::open(input("sr_x4")).unwrap())
-        .spawn()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let o = restore_stdin(&std::fs::read(input("sr_x4")).unwrap(), s(&from_stdin), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(std::fs::read(&from_stdin).unwrap(), std::fs::read(&file_out).unwrap());
 }
 
