@@ -139,6 +139,10 @@ pub struct EngineArgs {
     /// Tiles run at once (default: one per thread on the CPU, one per GPU).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Memory the CPU plan may use in all (8G, 512M, …): workers beyond what fits are not started, and their
+    /// threads go to the others [default: half of the available memory].
+    #[arg(long, value_parser = crate::plan::parse_bytes)]
+    pub max_memory: Option<u64>,
     /// GPUs for the CUDA and TensorRT backends: an index, a list (0,1) or all; one engine per GPU.
     #[arg(short = 'g', long, default_value = "0", value_parser = |s: &str| s.parse::<DeviceList>())]
     pub device: DeviceList,
@@ -261,6 +265,7 @@ impl EngineArgs {
             devices: self.device.0.clone(),
             threads: self.threads,
             workers: self.workers,
+            max_memory: self.max_memory,
             precision,
             tile: self.tile,
             tile_overlap: self.tile_overlap,

@@ -54,6 +54,9 @@ pub struct RestoreOptions {
     /// Tiles per backbone call. Default: None (1 on the CPU; on a GPU what the tile search fits; 4 for
     /// Triton, at most the model's max_batch_size).
     pub tile_batch: Option<usize>,
+    /// Memory a CPU plan may use in all, in bytes: workers beyond what fits are not started. Default: None
+    /// (half of the memory available when the pipeline opens).
+    pub max_memory: Option<u64>,
     /// The prior's initial noise. Default: [`Noise::Seed`]`(0)`.
     pub noise: Noise,
     /// The largest input in pixels, checked from the header before decoding. Default: 200,000,000.
@@ -77,6 +80,7 @@ impl Default for RestoreOptions {
             tile: TileRequest::Auto,
             tile_overlap: crate::pipeline::DEFAULT_TILE_OVERLAP,
             tile_batch: None,
+            max_memory: None,
             noise: Noise::default(),
             max_pixels: crate::image_io::DEFAULT_MAX_PIXELS,
             jpeg_quality: crate::image_io::DEFAULT_JPEG_QUALITY,
@@ -96,6 +100,7 @@ impl RestoreOptions {
             tile_batch: self.tile_batch,
             tile: self.tile,
             precision: self.precision,
+            max_memory: self.max_memory,
         }
     }
 }
@@ -116,6 +121,7 @@ mod tests {
         assert_eq!(o.tile, TileRequest::Auto);
         assert_eq!(o.tile_overlap, 16);
         assert_eq!(o.tile_batch, None);
+        assert_eq!(o.max_memory, None);
         assert_eq!(o.noise, Noise::Seed(0));
         assert_eq!(o.max_pixels, 200_000_000);
         assert_eq!(o.jpeg_quality, 95);

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::bundle::{Bundle, Precision};
+use crate::bundle::{Bundle, GraphKind, Precision};
 
 /// Tiles per backbone call on the CPU when `--tile-batch` is not given (BENCHMARKS.md, "Batched tiles":
 /// batching does not speed up CPU runs, and one tile per worker keeps memory lowest).
@@ -18,6 +18,19 @@ pub const GPU_MAX_TILE_BATCH: usize = 8;
 /// Share of a device's free memory `--tile auto` plans to use (onnxruntime's arena rounds allocations up,
 /// and cuDNN takes workspaces of its own).
 pub const GPU_MEMORY_SHARE: f64 = 0.5;
+
+/// Share of the machine's available memory a CPU plan budgets for when `--max-memory` is not given.
+pub const CPU_MEMORY_SHARE: f64 = 0.5;
+/// Memory one onnxruntime session costs besides its weights (graph, kernels, plans), per graph a worker
+/// holds: measured 8 MB for the built-in model and 26 MB for a real-size realsr_x2 (BENCHMARKS.md,
+/// "Memory per worker"), modelled as this plus [`CPU_SESSION_WEIGHT_SHARE`] of the graphs' bytes.
+pub const CPU_SESSION_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// See [`CPU_SESSION_BYTES`].
+pub const CPU_SESSION_WEIGHT_SHARE: f64 = 0.2;
+/// Measured peak memory of one CPU backbone run over the float32 values of [`cpu_activation_values`]: the
+/// allocator's rounding and the convolutions' working buffers (1.9 on the built-in model and on a
+/// real-size realsr_x2, tiles 64 and 128).
+pub const CPU_ACTIVATION_FACTOR: f64 = 2.0;
 
 /// The tile size asked for (`--tile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,6 +74,9 @@ pub struct PlanRequest {
     pub tile: TileRequest,
     /// The backbone precision asked for.
     pub precision: Precision,
+    /// Memory the CPU plan may use in all, in bytes (`--max-memory`); None: [`CPU_MEMORY_SHARE`] of the
+    /// memory available when the plan is made. Workers beyond what fits are not started.
+    pub max_memory: Option<u64>,
 }
 
 /// The plan for one provider.
@@ -104,14 +120,109 @@ pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> f64 {
     channels * bytes * 2.0
 }
 
+/// Float32 values alive in one CPU backbone run, per input pixel: decoder level 1 and the refinement at
+/// 2·dim channels on G's pixels (q, k, v, the FFN's two halves, input, output), and for SR the tail's
+/// features at 2·dim channels on the output's pixels (convolution output, pixel-shuffle copy, next input).
+pub fn cpu_activation_values(bundle: &Bundle) -> f64 {
+    let m = &bundle.spec.model;
+    let d2 = 2.0 * m.dim as f64;
+    let g = 1.0 / (bundle.spec.g_unshuffle() as f64).powi(2);
+    let s2 = (bundle.scale() as f64).powi(2);
+    let blocks = g * d2 * (5.0 + 2.0 * m.ffn_expansion_factor);
+    let tail = if bundle.task() == crate::bundle::Task::Sr {
+        3.0 * d2 * s2
+    } else {
+        3.0 * s2
+    };
+    blocks + tail
+}
+
+/// Estimated memory one CPU worker adds at `tile` (input pixels): its sessions (the weights are shared,
+/// crate::backend::shared_weights) and one tile's activations.
+pub fn cpu_worker_bytes(bundle: &Bundle, tile: usize) -> f64 {
+    let graphs = [GraphKind::Backbone, GraphKind::CpenFeatures];
+    let weights: f64 = graphs.iter().map(|&k| bundle.graph(k).bytes.len() as f64).sum();
+    let sessions = graphs.len() as f64 * CPU_SESSION_BYTES + CPU_SESSION_WEIGHT_SHARE * weights;
+    let activations = (tile * tile) as f64 * cpu_activation_values(bundle) * 4.0 * CPU_ACTIVATION_FACTOR;
+    sessions + activations
+}
+
+/// Memory a CPU plan needs whatever its worker count: the bundle's graphs as loaded, and one shared copy of
+/// their weights.
+pub fn cpu_fixed_bytes(bundle: &Bundle) -> f64 {
+    2.0 * GraphKind::ALL
+        .iter()
+        .map(|&k| bundle.graph(k).bytes.len() as f64)
+        .sum::<f64>()
+}
+
+/// Memory available to this process, in bytes: the kernel's MemAvailable, lowered to the room left under a
+/// cgroup v2 limit where there is one. None where neither can be read.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    let cgroup = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(cur)) => match (max.trim().parse::<u64>(), cur.trim().parse::<u64>()) {
+            (Ok(max), Ok(cur)) => Some(max.saturating_sub(cur)),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// A byte count as `--max-memory` takes it: a number with an optional unit, K/M/G/T (also KiB… and
+/// KB…, all powers of 1024) or B.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (for example 8G, 512M or 2.5GiB)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        other => return Err(format!("'{s}': unknown unit '{other}' (B, K, M, G or T)")),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("'{s}' is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+fn gib(bytes: f64) -> String {
+    if bytes >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
+    }
+}
+
 impl Plan {
-    /// Decide the plan for a provider. `gpu_free_bytes(device)` reports a device's free memory (None when it
-    /// cannot be learnt); it is asked only for `--tile auto` on a GPU.
+    /// Decide the plan for a provider. `available` is the memory available to the process (None when it
+    /// cannot be learnt: the CPU plan is then bounded by `--max-memory` only). `gpu_free_bytes(device)`
+    /// reports a device's free memory (None when it cannot be learnt); it is asked only for `--tile auto` on
+    /// a GPU.
     pub fn resolve(
         gpu: bool,
         req: &PlanRequest,
         bundle: &Bundle,
         cores: usize,
+        available: Option<u64>,
         gpu_free_bytes: impl Fn(i32) -> Option<u64>,
     ) -> Plan {
         let cores = cores.max(1);
@@ -137,14 +248,37 @@ impl Plan {
             };
             // A whole-image run is one backbone call: give it every thread.
             let asked = req.workers.unwrap_or(if tile == 0 { 1 } else { total_threads });
-            let workers = asked.clamp(1, total_threads);
-            let note = match (clamped, asked > workers) {
-                (Some(t), _) => Some(t),
-                (None, true) => Some(format!(
+            let mut workers = asked.clamp(1, total_threads);
+            let mut notes: Vec<String> = match (clamped, asked > workers) {
+                (Some(t), _) => vec![t],
+                (None, true) => vec![format!(
                     "--workers {asked} is more than the {total_threads} thread(s); using {workers}"
-                )),
-                (None, false) => None,
+                )],
+                (None, false) => vec![],
             };
+            // Each worker holds a tile's activations and its sessions: as many as the memory budget fits.
+            let budget = match (req.max_memory, available) {
+                (Some(m), _) => Some((m as f64, format!("--max-memory {}", gib(m as f64)))),
+                (None, Some(a)) => Some((
+                    a as f64 * CPU_MEMORY_SHARE,
+                    format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, gib(a as f64)),
+                )),
+                (None, None) => None,
+            };
+            if let (Some((budget, what)), true) = (budget, tile > 0) {
+                let per = cpu_worker_bytes(bundle, round(tile));
+                let fixed = cpu_fixed_bytes(bundle);
+                let fit = ((budget - fixed) / per).floor().max(1.0) as usize;
+                if fit < workers {
+                    notes.push(format!(
+                        "{what} fits {fit} worker(s) at ~{} each plus {} shared; using {fit} instead of {workers}",
+                        gib(per),
+                        gib(fixed)
+                    ));
+                    workers = fit;
+                }
+            }
+            let note = (!notes.is_empty()).then(|| notes.join("; "));
             return Plan {
                 devices: vec![],
                 workers,
@@ -333,14 +467,14 @@ mod tests {
     #[test]
     fn cpu_plans_one_tile_per_thread() {
         let req = PlanRequest::default();
-        let p = Plan::resolve(false, &req, &bundle(), 8, |_| unreachable!());
+        let p = Plan::resolve(false, &req, &bundle(), 8, None, |_| unreachable!());
         assert_eq!((p.workers, p.threads, p.tile_batch, p.tile), (8, 1, 1, 128));
         assert!(p.devices.is_empty());
         let whole = PlanRequest {
             tile: TileRequest::Whole,
             ..Default::default()
         };
-        let p = Plan::resolve(false, &whole, &bundle(), 8, |_| None);
+        let p = Plan::resolve(false, &whole, &bundle(), 8, None, |_| None);
         assert_eq!((p.workers, p.threads, p.tile), (1, 8, 0));
     }
 
@@ -352,7 +486,7 @@ mod tests {
             tile: TileRequest::Pixels(100),
             ..Default::default()
         };
-        let p = Plan::resolve(true, &req, &bundle(), 32, |_| None);
+        let p = Plan::resolve(true, &req, &bundle(), 32, None, |_| None);
         assert_eq!((p.workers, p.workers_per_device(), p.threads), (2, 1, 1));
         assert_eq!(p.tile, 104, "rounded up to the size multiple");
         assert_eq!(p.devices, [0, 1]);
@@ -365,7 +499,7 @@ mod tests {
             threads: 10_000,
             ..Default::default()
         };
-        let p = Plan::resolve(false, &req, &b, 2, |_| None);
+        let p = Plan::resolve(false, &req, &b, 2, None, |_| None);
         assert_eq!((p.workers, p.threads), (2, 1));
         assert!(p.note.as_deref().unwrap().contains("--threads 10000"), "{:?}", p.note);
         let req = PlanRequest {
@@ -373,26 +507,83 @@ mod tests {
             workers: Some(16),
             ..Default::default()
         };
-        let p = Plan::resolve(false, &req, &b, 4, |_| None);
+        let p = Plan::resolve(false, &req, &b, 4, None, |_| None);
         assert_eq!(p.workers * p.threads, 4);
         let req = PlanRequest {
             workers: Some(64),
             ..Default::default()
         };
-        let p = Plan::resolve(false, &req, &b, 4, |_| None);
+        let p = Plan::resolve(false, &req, &b, 4, None, |_| None);
         assert_eq!(p.workers, 4);
         assert!(p.note.as_deref().unwrap().contains("--workers 64"), "{:?}", p.note);
         // Within the cores nothing is said.
-        let p = Plan::resolve(false, &PlanRequest::default(), &b, 4, |_| None);
+        let p = Plan::resolve(false, &PlanRequest::default(), &b, 4, None, |_| None);
         assert_eq!((p.workers, p.threads, p.note), (4, 1, None));
         // GPU plans clamp the threads too.
         let req = PlanRequest {
             threads: 1000,
             ..Default::default()
         };
-        let p = Plan::resolve(true, &req, &b, 8, |_| Some(80 << 30));
+        let p = Plan::resolve(true, &req, &b, 8, None, |_| Some(80 << 30));
         assert!(p.threads <= 8);
         assert!(p.note.as_deref().unwrap().contains("--threads 1000"), "{:?}", p.note);
+    }
+
+    #[test]
+    fn cpu_workers_fit_the_memory_budget() {
+        let b = bundle();
+        let per = cpu_worker_bytes(&b, 128);
+        let fixed = cpu_fixed_bytes(&b);
+        // Room for exactly three workers: three of eight start, with the threads of the others.
+        let req = PlanRequest {
+            max_memory: Some((fixed + 3.0 * per + 1.0) as u64),
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &req, &b, 8, None, |_| None);
+        assert_eq!((p.workers, p.threads), (3, 2));
+        let note = p.note.unwrap();
+        assert!(
+            note.contains("--max-memory") && note.contains("fits 3 worker(s)"),
+            "{note}"
+        );
+        // Without --max-memory, half of what is available.
+        let avail = (2.0 * (fixed + 2.0 * per + 1.0)) as u64;
+        let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(avail), |_| None);
+        assert_eq!(p.workers, 2);
+        assert!(p.note.unwrap().contains("50% of the"));
+        // Too little for even one: one worker, said.
+        let req = PlanRequest {
+            max_memory: Some(1 << 20),
+            ..Default::default()
+        };
+        let p = Plan::resolve(false, &req, &b, 8, None, |_| None);
+        assert_eq!((p.workers, p.threads), (1, 8));
+        assert!(p.note.is_some());
+        // Plenty, or unknown: one worker per core, nothing said.
+        let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(1 << 40), |_| None);
+        assert_eq!((p.workers, p.note), (8, None));
+        // The estimate grows with the tile's area.
+        assert!(cpu_worker_bytes(&b, 256) > 3.0 * cpu_worker_bytes(&b, 128) - 2.0 * per);
+    }
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_bytes("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2.5GiB").unwrap(), 5 << 29);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("64 kb").unwrap(), 64 << 10);
+        assert!(parse_bytes("8X").unwrap_err().contains("unit"));
+        assert!(parse_bytes("G").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let a = available_memory().expect("MemAvailable in /proc/meminfo");
+            assert!(a > 16 << 20, "{a}");
+        }
     }
 
     #[test]
@@ -401,16 +592,16 @@ mod tests {
         let per_pixel = bytes_per_pixel(&b, Precision::Fp32);
         let req = PlanRequest::default();
         // Plenty of memory: the largest tile and batch.
-        let p = Plan::resolve(true, &req, &b, 4, |_| Some(80 << 30));
+        let p = Plan::resolve(true, &req, &b, 4, None, |_| Some(80 << 30));
         assert_eq!((p.tile, p.tile_batch), (GPU_MAX_TILE, GPU_MAX_TILE_BATCH));
         // Room for exactly two 256² tiles in the planned share.
         let free = (2.0 * 256.0 * 256.0 * per_pixel / GPU_MEMORY_SHARE).ceil() as u64;
-        let p = Plan::resolve(true, &req, &b, 4, |_| Some(free));
+        let p = Plan::resolve(true, &req, &b, 4, None, |_| Some(free));
         assert_eq!((p.tile, p.tile_batch), (256 + 104, 1));
         let (tile, batch) = fit_tile(2.0 * 256.0 * 256.0 * per_pixel, per_pixel, 8, Some(2));
         assert_eq!((tile, batch), (256, 2));
         // Unknown memory: the fallback tile, said in the note.
-        let p = Plan::resolve(true, &req, &b, 4, |_| None);
+        let p = Plan::resolve(true, &req, &b, 4, None, |_| None);
         assert_eq!(p.tile, GPU_FALLBACK_TILE);
         assert!(p.note.unwrap().contains("unknown"));
         // The smallest device decides.
@@ -418,7 +609,7 @@ mod tests {
             devices: vec![0, 1],
             ..Default::default()
         };
-        let p = Plan::resolve(true, &two, &b, 4, |d| Some(if d == 1 { free } else { 80 << 30 }));
+        let p = Plan::resolve(true, &two, &b, 4, None, |d| Some(if d == 1 { free } else { 80 << 30 }));
         assert_eq!(p.tile, 256 + 104);
     }
 

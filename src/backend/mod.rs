@@ -9,7 +9,9 @@ use crate::plan::{Plan, PlanRequest};
 
 pub mod binding;
 pub mod multi;
+pub mod optimised_cache;
 pub mod ort;
+pub mod shared_weights;
 pub mod tensorrt;
 pub mod tract;
 
@@ -159,6 +161,9 @@ pub struct EngineOptions {
     /// Run the fixed-shape backbone through I/O binding to preallocated buffers (set for GPU plans; on the
     /// CPU provider it makes the backbone fixed-shape too, which the tests use to check the binding path).
     pub bind_io: bool,
+    /// Give every CPU session its own copy of the weights, as onnxruntime does by default (for measuring
+    /// what sharing saves); false: the sessions of a graph share one copy (crate::backend::shared_weights).
+    pub own_weights: bool,
 }
 
 impl EngineOptions {
@@ -177,6 +182,7 @@ impl EngineOptions {
             tile_batch: plan.tile_batch.max(1),
             cuda_options: cuda_options.to_vec(),
             bind_io: !plan.devices.is_empty(),
+            own_weights: false,
         }
     }
 }
@@ -205,6 +211,7 @@ pub fn start(
     cuda_options: &[(String, String)],
 ) -> Result<Started> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = crate::plan::available_memory();
     let tract = |why: String| -> Result<Started> {
         if req.precision != Precision::Fp32 {
             return Err(Error::Backend(format!(
@@ -212,7 +219,7 @@ pub fn start(
                 req.precision
             )));
         }
-        let plan = Plan::resolve(false, req, bundle, cores, |_| None);
+        let plan = Plan::resolve(false, req, bundle, cores, available, |_| None);
         let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, &[]))?;
         let mut line = format!("backend: {} [{plan}]{why}", engine.describe());
         if let Some(n) = &plan.note {
@@ -255,7 +262,14 @@ pub fn start(
             notes.push(why);
             continue;
         }
-        let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, crate::plan::nvidia_free_bytes);
+        let plan = Plan::resolve(
+            p.is_gpu(),
+            req,
+            bundle,
+            cores,
+            available,
+            crate::plan::nvidia_free_bytes,
+        );
         let engines = plan
             .devices
             .iter()

@@ -7,6 +7,7 @@ mod common;
 mod gpu_plan;
 mod graph_rewrite;
 mod image_io;
+mod memory;
 mod official;
 mod reference_bundles;
 mod serve;
