@@ -273,6 +273,10 @@ pub struct Provenance {
     pub torch: String,
     /// ONNX opset.
     pub opset: u32,
+    /// The export-time rewrites applied to the backbone (e.g. channel_means_as_conv); empty for a plain
+    /// export.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_rewrites: Vec<String>,
 }
 
 /// bundle.yaml, field for field.
@@ -589,6 +593,9 @@ impl Bundle {
             p.torch,
             p.opset
         );
+        if !p.graph_rewrites.is_empty() {
+            out += &format!("graph rewrites: {}\n", p.graph_rewrites.join(", "));
+        }
         out
     }
 }

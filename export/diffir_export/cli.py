@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import yaml
 
-from diffir_export import __version__, checkpoint
+from diffir_export import __version__, checkpoint, graph_opt
 from diffir_export.config import ConfigError, ModelConfig
-from diffir_export.onnx_export import ExportError, export_bundle, upgrade_bundle
+from diffir_export.onnx_export import TOLERANCE, ExportError, export_bundle, upgrade_bundle
 from diffir_export.reference import write_reference
 
 
@@ -36,7 +36,9 @@ def cmd_export(args) -> int:
         "torch": torch.__version__.split("+")[0],
     }
     print(f"{ckpt.path}: {ckpt.layout}; {cfg.family} x{cfg.scale}, dim {cfg.dim}, blocks {list(cfg.num_blocks)}")
-    export_bundle(model, cfg, Path(args.out), provenance, overwrite=args.overwrite, fp16=args.fp16)
+    export_bundle(
+        model, cfg, Path(args.out), provenance, overwrite=args.overwrite, fp16=args.fp16, optimize=not args.no_optimize
+    )
     print(f"wrote {args.out}/bundle.yaml and its graphs")
     return 0
 
@@ -45,6 +47,15 @@ def cmd_upgrade(args) -> int:
     for folder in args.bundles:
         if not upgrade_bundle(Path(folder)):
             print(f"{folder}: up to date")
+    return 0
+
+
+def cmd_optimize(args) -> int:
+    for folder in args.bundles:
+        try:
+            graph_opt.optimize_bundle(Path(folder), TOLERANCE)
+        except ValueError as e:
+            raise ExportError(str(e)) from e
     return 0
 
 
@@ -91,7 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write backbone_fp16.onnx (float16 body, float32 I/O and reductions) for --precision fp16",
     )
+    e.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="keep the plain backbone (default: rewrite its channel means as 1x1 convolutions, verified)",
+    )
     e.set_defaults(func=cmd_export)
+
+    o = sub.add_parser("optimize", help="apply the export-time rewrites to existing bundles, verified, in place")
+    o.add_argument("bundles", nargs="+", help="bundle folders")
+    o.set_defaults(func=cmd_optimize)
 
     u = sub.add_parser("upgrade", help="fix the declarations of bundles written by an earlier exporter, in place")
     u.add_argument("bundles", nargs="+", help="bundle folders")

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from diffir_export import __version__
+from diffir_export import __version__, graph_opt
 from diffir_export.arch import DiffIRS2
 from diffir_export.bundle import GRAPHS, write_bundle_yaml
 from diffir_export.config import ModelConfig
@@ -248,11 +248,13 @@ def export_bundle(
     overwrite: bool = False,
     log=print,
     fp16: bool = False,
+    optimize: bool = True,
 ) -> list[Verification]:
     """Export, verify, then write the graphs (out/*.onnx) and out/bundle.yaml.
 
     Nothing is written unless every graph matches PyTorch within its tolerance on two input sizes (TOLERANCE;
-    FP16_TOLERANCE of the output's range for the optional fp16 backbone, `fp16=True`).
+    FP16_TOLERANCE of the output's range for the optional fp16 backbone, `fp16=True`). `optimize` applies the
+    export-time rewrites of the float32 backbone (graph_opt.REWRITES) before that verification.
     """
     out = Path(out)
     if (out / "bundle.yaml").exists() and not overwrite:
@@ -260,6 +262,13 @@ def export_bundle(
     model = model.eval()
     args = _graph_inputs(model, example_image(cfg, cfg.size_multiple, cfg.size_multiple, seed=0), seed=0)
     graphs = {n: export_graph(w, n, args[n]) for n, w in _wrappers(model, fp16).items()}
+    rewrites: list[str] = []
+    if optimize:
+        feed = {"image": args["backbone"][0].numpy(), "ipr": args["backbone"][1].numpy()}
+        graphs["backbone"], n = graph_opt.channel_means_as_conv(graphs["backbone"], feed)
+        if n:
+            rewrites = list(graph_opt.REWRITES)
+            log(f"backbone: {n} channel means rewritten as 1x1 convolutions")
     results = verify(model, graphs, verification_sizes(cfg))
     for r in results:
         log(str(r))
@@ -282,7 +291,10 @@ def export_bundle(
             "exporter": f"diffir_export {__version__}",
             "torch": torch.__version__.split("+")[0],
         }
-        write_bundle_yaml(staging / "bundle.yaml", cfg, {**defaults, **provenance, "opset": OPSET}, graphs=list(graphs))
+        prov = {**defaults, **provenance, "opset": OPSET}
+        if rewrites:
+            prov["graph_rewrites"] = rewrites
+        write_bundle_yaml(staging / "bundle.yaml", cfg, prov, graphs=list(graphs))
         out.mkdir(parents=True, exist_ok=True)
         for f in sorted(staging.iterdir(), key=lambda p: p.name == "bundle.yaml"):
             f.replace(out / f.name)

@@ -226,6 +226,7 @@ fn info_describes_the_bundle() {
         "6 steps",
         "graph denoiser",
         "x[batchx32]",
+        "graph rewrites: channel_means_as_conv",
     ] {
         assert!(text.contains(needle), "missing '{needle}' in\n{text}");
     }
