@@ -3,7 +3,7 @@
 //!
 //! A CPU plan runs one tile per worker, and onnxruntime sessions serialise their runs, so every worker holds
 //! its own session of the backbone. By default each session also holds its own copy of the weights: about
-//! 110 MB per worker at start for a real-size realsr_x2 (BENCHMARKS.md, "Memory per worker"). Here the graph
+//! 116 MiB per worker at start for a real-size realsr_x2 (BENCHMARKS.md, "Memory per worker"). Here the graph
 //! is optimised once, and the optimised graph's float32 weights are decoded once into onnxruntime values
 //! that every session of the graph is given as shared initializers (`AddInitializer`); the sessions load the
 //! optimised graph without optimising it again, so nothing folds the shared weights into new copies. One
