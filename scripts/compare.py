@@ -5,7 +5,10 @@ tract; the same weights, images and thread count, whole-image restores (prior + 
 
 Models: random real-size weights for realsr_x4 and deblur_gopro (configs/), and the built-in model
 (onnx/diffir-x4-small). Needs a release build of `diffir` (cargo build --release) and the exporter installed.
-Prints a Markdown table (also written to --out) with the machine, threads and versions.
+Prints a Markdown table (also written to --out) with the machine, threads and versions. The real-size models
+are exported twice, with the export-time rewrites (the default, timed in every column) and plain (one more
+`diffir` onnxruntime column, and the ratio of the two). There is no int8 column: the int8 mode was measured
+(scripts/int8_study.py) and not shipped.
 """
 
 from __future__ import annotations
@@ -39,21 +42,26 @@ from diffir_export.onnx_export import export_bundle  # noqa: E402
 BUILTIN = REPO / "onnx" / "diffir-x4-small"
 
 
-def random_bundle(config: str, work: Path) -> Path:
-    """Export a model of the config with random (perturbed default) weights, once."""
-    out = work / config
-    if (out / "bundle.yaml").exists():
-        return out
-    cfg = ModelConfig.load(REPO / "configs" / f"{config}.yaml")
-    torch.manual_seed(0)
-    model = DiffIRS2(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+def random_bundle(config: str, work: Path, optimize: bool = True) -> Path:
+    """Export a model of the config with random (perturbed default) weights, once: with the export-time rewrites
+    (the default export) or plain (`optimize=False`, for the plain-versus-optimised columns)."""
+    out = work / (config if optimize else f"{config}-plain")
     ckpt = work / f"{config}.pth"
-    torch.save({"params_ema": model.official_state_dict()}, ckpt)
+    if (out / "bundle.yaml").exists() and ckpt.exists():
+        prov = yaml.safe_load((out / "bundle.yaml").read_text())["provenance"]
+        if bool(prov.get("graph_rewrites")) == optimize:
+            return out
+    if not ckpt.exists():
+        cfg = ModelConfig.load(REPO / "configs" / f"{config}.yaml")
+        torch.manual_seed(0)
+        model = DiffIRS2(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        torch.save({"params_ema": model.official_state_dict()}, ckpt)
     loaded, cfg, info = checkpoint.load(ckpt)
-    export_bundle(loaded, cfg.replace(name=config), out, {"checkpoint_sha256": info.sha256}, log=lambda s: None)
+    prov = {"checkpoint_sha256": info.sha256}
+    export_bundle(loaded, cfg.replace(name=config), out, prov, overwrite=True, log=lambda s: None, optimize=optimize)
     return out
 
 
@@ -134,12 +142,15 @@ def main() -> int:
         "",
         "| model | LR size | PyTorch eager ms | ORT Python ms | diffir ort ms | diffir tract ms |"
         " speed-up ORT-Py vs PyTorch | speed-up diffir-ort vs PyTorch | time diffir-ort / ORT-Py |"
-        " time tract / diffir-ort | GFLOP | diffir-ort GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " time tract / diffir-ort | GFLOP | diffir-ort GFLOP/s | diffir ort, plain graph ms |"
+        " time optimised / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for name in args.models:
         bundle = BUILTIN if name == "builtin" else random_bundle(name, args.work)
+        # The built-in model's checkpoint is not in the repository, so it has no plain export to time.
+        plain = None if name == "builtin" else random_bundle(name, args.work, optimize=False)
         meta = yaml.safe_load((bundle / "bundle.yaml").read_text())
         if name == "builtin":
             # The bundle holds no PyTorch checkpoint; speed does not depend on the weights' values.
@@ -155,10 +166,12 @@ def main() -> int:
             op = ort_python(bundle, x, noise, args.threads, args.runs)
             do = diffir_bench(args.binary, bundle, "ort-cpu", size, args.threads, args.runs)
             dt = diffir_bench(args.binary, bundle, "tract", size, args.threads, args.runs)
+            dp = diffir_bench(args.binary, plain, "ort-cpu", size, args.threads, args.runs) if plain else None
             row = (
                 f"| {name} | {size} | {pt:.0f} | {op:.0f} | {do:.0f} | {dt:.0f} | {pt / op:.2f}× | "
                 f"{pt / do:.2f}× | {do / op:.3f} | {dt / do:.2f} | {flops / 1e9:.1f} | "
-                f"{flops / 1e9 / (do / 1e3):.1f} |"
+                f"{flops / 1e9 / (do / 1e3):.1f} | {f'{dp:.0f}' if dp else '—'} | "
+                f"{f'{do / dp:.3f}' if dp else '—'} |"
             )
             lines.append(row)
             print(row, flush=True)
