@@ -268,15 +268,19 @@ impl Plan {
             if let (Some((budget, what)), true) = (budget, tile > 0) {
                 let per = cpu_worker_bytes(bundle, round(tile));
                 let fixed = cpu_fixed_bytes(bundle);
-                let fit = ((budget - fixed) / per).floor().max(1.0) as usize;
-                if fit < workers {
+                let room = ((budget - fixed) / per).floor();
+                let fit = room.max(1.0) as usize;
+                let (per, fixed) = (gib(per), gib(fixed));
+                if room < 1.0 {
                     notes.push(format!(
-                        "{what} fits {fit} worker(s) at ~{} each plus {} shared; using {fit} instead of {workers}",
-                        gib(per),
-                        gib(fixed)
+                        "{what} is less than one worker needs (~{per} plus {fixed} shared); using 1 worker"
                     ));
-                    workers = fit;
+                } else if fit < workers {
+                    notes.push(format!(
+                        "{what} fits {fit} worker(s) at ~{per} each plus {fixed} shared; using {fit} instead of {workers}"
+                    ));
                 }
+                workers = workers.min(fit);
             }
             let note = (!notes.is_empty()).then(|| notes.join("; "));
             return Plan {
@@ -558,7 +562,7 @@ mod tests {
         };
         let p = Plan::resolve(false, &req, &b, 8, None, |_| None);
         assert_eq!((p.workers, p.threads), (1, 8));
-        assert!(p.note.is_some());
+        assert!(p.note.unwrap().contains("less than one worker needs"));
         // Plenty, or unknown: one worker per core, nothing said.
         let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(1 << 40), |_| None);
         assert_eq!((p.workers, p.note), (8, None));
