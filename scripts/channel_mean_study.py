@@ -3,8 +3,8 @@ convolutions with weights 1/C, timed against the graph as exported on onnxruntim
 
     python scripts/channel_mean_study.py BACKBONE.onnx [--size 128] [--runs 5] [--threads 2]
 
-Runs the graph once to learn each mean's channel count, rewrites it, checks the outputs agree, then times both
-interleaved (median of --runs). BENCHMARKS.md, "A lead for CPU speed".
+Rewrites the graph with the exporter's own rewrite (diffir_export.graph_opt), checks the outputs agree, then
+times both interleaved (median of --runs). BENCHMARKS.md, "A lead for CPU speed".
 """
 
 from __future__ import annotations
@@ -12,42 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 
-def channel_counts(model: onnx.ModelProto, feed: dict) -> dict[str, int]:
-    """Channel count of every ReduceMean input, from one run with those tensors as extra outputs."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    names = [n.input[0] for n in probe.graph.node if n.op_type == "ReduceMean"]
-    for name in names:
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    outs = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
-    extra = outs[len(model.graph.output) :]
-    return {name: o.shape[1] for name, o in zip(names, extra, strict=True) if o.ndim == 4}
-
-
-def rewrite(model: onnx.ModelProto, counts: dict[str, int]) -> tuple[onnx.ModelProto, int]:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    nodes, n = [], 0
-    for node in out.graph.node:
-        axes = [list(a.ints) for a in node.attribute if a.name == "axes"]
-        c = counts.get(node.input[0]) if node.op_type == "ReduceMean" else None
-        if c and axes == [[1]]:
-            w = numpy_helper.from_array(np.full((1, c, 1, 1), 1.0 / c, np.float32), f"{node.name}_mean_w")
-            out.graph.initializer.append(w)
-            nodes.append(helper.make_node("Conv", [node.input[0], w.name], list(node.output), name=f"{node.name}_conv"))
-            n += 1
-        else:
-            nodes.append(node)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out, n
+from diffir_export import graph_opt  # noqa: E402
 
 
 def main() -> int:
@@ -66,7 +39,8 @@ def main() -> int:
         image.name: rng.random((1, channels, args.size, args.size), dtype=np.float32),
         ipr.name: rng.standard_normal((1, ipr_dim)).astype(np.float32),
     }
-    rewritten, n = rewrite(model, channel_counts(model, feed))
+    data, n = graph_opt.channel_means_as_conv(model.SerializeToString(), feed)
+    rewritten = onnx.load_from_string(data)
 
     def session(m: onnx.ModelProto) -> ort.InferenceSession:
         so = ort.SessionOptions()

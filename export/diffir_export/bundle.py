@@ -54,6 +54,11 @@ def bundle_dict(cfg: ModelConfig, provenance: dict, graphs: list[str] | None = N
     }
 
 
-def write_bundle_yaml(path: Path, cfg: ModelConfig, provenance: dict, graphs: list[str] | None = None) -> None:
-    text = yaml.safe_dump(bundle_dict(cfg, provenance, graphs), sort_keys=False, default_flow_style=None, width=120)
+def dump_bundle_yaml(path: Path, meta: dict) -> None:
+    """Write bundle.yaml's content (a `bundle_dict`, or one read back and changed) in the exporter's layout."""
+    text = yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, width=120)
     Path(path).write_text("# DiffIR model bundle, written by diffir_export\n" + text)
+
+
+def write_bundle_yaml(path: Path, cfg: ModelConfig, provenance: dict, graphs: list[str] | None = None) -> None:
+    dump_bundle_yaml(path, bundle_dict(cfg, provenance, graphs))

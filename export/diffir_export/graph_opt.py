@@ -20,6 +20,8 @@ import onnxruntime as ort
 import yaml
 from onnx import helper, numpy_helper
 
+from diffir_export.bundle import dump_bundle_yaml
+
 # The rewrites applied, in order, as bundle.yaml's provenance.graph_rewrites names them.
 REWRITES = ("channel_means_as_conv",)
 
@@ -37,6 +39,8 @@ def channel_counts(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict[
     names = list(dict.fromkeys(n.input[0] for n in probe.graph.node if n.op_type == "ReduceMean"))
     known = {o.name for o in probe.graph.output}
     extra = [n for n in names if n not in known]
+    if not extra:  # an empty list of outputs would mean every output to onnxruntime
+        return {}
     for name in extra:
         probe.graph.output.append(onnx.ValueInfoProto(name=name))
     outs = _session(probe).run(extra, feed)
@@ -122,8 +126,6 @@ def optimize_bundle(folder: Path, tolerance: float, log=print) -> int:
     tmp.write_bytes(rewritten)
     tmp.replace(path)
     prov["graph_rewrites"] = list(REWRITES)
-    text = yaml.safe_dump(meta, sort_keys=False, default_flow_style=None, width=120)
-    header = "# DiffIR model bundle, written by diffir_export\n"
-    (folder / "bundle.yaml").write_text(header + text)
+    dump_bundle_yaml(folder / "bundle.yaml", meta)
     log(f"{folder}: {n} channel means rewritten; max |diff| {diff:.1e} against the plain backbone")
     return n

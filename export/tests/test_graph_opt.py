@@ -96,6 +96,11 @@ def test_graph_without_channel_means_is_returned_unchanged():
     data = model.SerializeToString()
     out, n = graph_opt.channel_means_as_conv(data, {"x": np.ones((1, 3, 4, 4), np.float32)})
     assert n == 0 and out == data
+    # A graph with no ReduceMean at all (an already rewritten backbone).
+    builtin = (BUNDLES.parents[2] / "onnx" / "diffir-x4-small" / "backbone.onnx").read_bytes()
+    feed = {"image": np.zeros((1, 3, 16, 16), np.float32), "ipr": np.zeros((1, 64), np.float32)}
+    out, n = graph_opt.channel_means_as_conv(builtin, feed)
+    assert n == 0 and out == builtin
 
 
 def test_copy_of_a_committed_bundle_is_not_rewritten_twice(tmp_path):

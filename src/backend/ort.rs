@@ -297,7 +297,7 @@ impl OrtEngine {
                     GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
                     _ => 1,
                 };
-                let fixed = fixed_shape(p, kind, opts);
+                let fixed = fixed_shape(kind, opts);
                 // CPU sessions load the optimised graph (cached across starts) and share its weights; GPU
                 // sessions each hold theirs on the device.
                 if p == Provider::Cpu && !opts.own_weights && !(fixed.is_some() && opts.bind_io) {
@@ -400,7 +400,7 @@ fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
 /// export's shape arithmetic (on the CPU the built-in backbone then loads in 0.03 s instead of 0.43 s, and
 /// runs as fast) and TensorRT build one engine; inputs of other shapes (images smaller than a tile) run on a
 /// dynamic-shape session built when first needed.
-pub fn fixed_shape(_p: Provider, kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize, usize)> {
+pub fn fixed_shape(kind: GraphKind, opts: &EngineOptions) -> Option<(usize, usize, usize)> {
     match (kind, opts.tile_shape) {
         (GraphKind::Backbone, Some((h, w))) => Some((opts.tile_batch.max(1), h, w)),
         _ => None,
@@ -714,9 +714,7 @@ fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) ->
 
 impl Engine for OrtEngine {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-        if let (Some((n, h, w)), Some(Input::F32(shape, _))) =
-            (fixed_shape(self.provider, graph, &self.opts), inputs.first())
-        {
+        if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &self.opts), inputs.first()) {
             if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
                 let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
                 return run_session(&mut session, graph, inputs);
@@ -741,15 +739,13 @@ impl Engine for OrtEngine {
     }
 
     fn fixed_batch(&self, graph: GraphKind) -> Option<usize> {
-        fixed_shape(self.provider, graph, &self.opts).map(|(n, _, _)| n)
+        fixed_shape(graph, &self.opts).map(|(n, _, _)| n)
     }
 
     fn describe(&self) -> String {
         let io = match &self.binding_note {
             Some(why) => format!("; {why}"),
-            None if fixed_shape(self.provider, GraphKind::Backbone, &self.opts).is_none() || !self.opts.bind_io => {
-                String::new()
-            }
+            None if !self.opts.bind_io || fixed_shape(GraphKind::Backbone, &self.opts).is_none() => String::new(),
             None if self.provider == Provider::Cuda && wants_cuda_graph(&self.opts) => "; bound I/O, CUDA graph".into(),
             None => "; bound I/O".into(),
         };
@@ -772,26 +768,17 @@ mod tests {
             tile_shape: Some((128, 136)),
             ..Default::default()
         };
-        assert_eq!(
-            fixed_shape(Provider::Cuda, GraphKind::Backbone, &opts),
-            Some((1, 128, 136))
-        );
+        assert_eq!(fixed_shape(GraphKind::Backbone, &opts), Some((1, 128, 136)));
         let batched = EngineOptions {
             tile_batch: 4,
             ..opts.clone()
         };
-        assert_eq!(
-            fixed_shape(Provider::TensorRt, GraphKind::Backbone, &batched),
-            Some((4, 128, 136))
-        );
+        assert_eq!(fixed_shape(GraphKind::Backbone, &batched), Some((4, 128, 136)));
         assert_eq!(backbone_profile(3, 64, (4, 128, 136)), "image:4x3x128x136,ipr:4x64");
-        assert_eq!(
-            fixed_shape(Provider::Cpu, GraphKind::Backbone, &opts),
-            Some((1, 128, 136))
-        );
-        assert_eq!(fixed_shape(Provider::Cuda, GraphKind::CpenFeatures, &opts), None);
+        assert_eq!(fixed_shape(GraphKind::Backbone, &opts), Some((1, 128, 136)));
+        assert_eq!(fixed_shape(GraphKind::CpenFeatures, &opts), None);
         let whole = EngineOptions::default();
-        assert_eq!(fixed_shape(Provider::Cuda, GraphKind::Backbone, &whole), None);
+        assert_eq!(fixed_shape(GraphKind::Backbone, &whole), None);
     }
 }
 
