@@ -96,7 +96,7 @@ fn end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("restore_builtin_128");
     g.sample_size(10);
     for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
-        let Ok(p) = Pipeline::start(bundle.clone(), kind, &PlanRequest::default(), &[]) else {
+        let Ok(p) = Pipeline::start(bundle.clone(), kind, &PlanRequest::default(), &Default::default()) else {
             continue;
         };
         let noise = diffir::internal::sampler::seeded_noise(0, bundle.ipr_dim());

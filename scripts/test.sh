@@ -5,10 +5,12 @@
 #
 # Creates (once, then reuses) a virtual environment in .venv from $PYTHON (default python3), installs the
 # exporter with its test extras (torch, onnx, onnxruntime, nvidia-pytriton, tritonclient from PyPI) into it,
-# installs the onnxruntime shared library for the runtime (scripts/install-onnxruntime.sh), then runs ruff,
+# installs the onnxruntime shared library for the runtime with the OpenVINO and WebGPU plugins and Mesa's
+# software Vulkan driver for WebGPU (scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe: from PyPI
+# and Debian's archive, unpacked into its install folder, nothing installed system-wide), then runs ruff,
 # pytest, cargo fmt/clippy checks and the Rust tests (the Triton tests start nvidia-pytriton's tritonserver
-# on loopback). Tests that need the official fixtures (../shared/fixtures/official) or the Triton packages
-# say "skipped" where they are absent, and fail under CI=true.
+# on loopback). Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
+# plugins or lavapipe say "skipped" where they are absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${PYTHON:-python3}"
@@ -26,8 +28,8 @@ export PYTHON="$PY"
 
 echo "== installing the exporter and its test dependencies"
 "$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]"
-echo "== installing the onnxruntime library"
-scripts/install-onnxruntime.sh
+echo "== installing the onnxruntime library, its OpenVINO and WebGPU plugins, and lavapipe for WebGPU"
+scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe
 
 echo "== python: ruff + pytest"
 (cd export && "$PY" -m ruff check . ../tests/fixtures ../scripts && "$PY" -m ruff format --check . ../tests/fixtures ../scripts)

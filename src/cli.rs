@@ -129,8 +129,8 @@ pub fn load_model(model: Option<&Path>) -> Result<Bundle> {
 /// Backend, plan and tiling options shared by `restore`, `bench`, `info` and `serve`.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// ort: onnxruntime with the best provider that starts (TensorRT, CUDA, CPU); ort-cpu/ort-cuda/ort-tensorrt:
-    /// that provider only. auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
+    /// ort: onnxruntime with the best provider that starts (TensorRT, CUDA, CPU); ort-cpu/ort-cuda/ort-tensorrt/
+    /// ort-openvino/ort-webgpu: that provider only (the last two are plugins, --ep-library). auto: TensorRT, CUDA, onnxruntime CPU, then tract, whichever starts first [default: auto].
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(BackendKind::NAMES))]
     pub backend: Option<String>,
     /// Threads to use in all (0 = every core).
@@ -166,6 +166,14 @@ pub struct EngineArgs {
     /// onnxruntime CUDA provider option, e.g. prefer_nhwc=1 or cudnn_conv_algo_search=HEURISTIC (repeatable).
     #[arg(long = "cuda-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub cuda_options: Vec<(String, String)>,
+    /// Option of the plugin providers (ort-openvino, ort-webgpu): device=cpu|gpu|npu picks the plugin's
+    /// device (default: OpenVINO's CPU, WebGPU's first adapter); other keys go to the plugin (repeatable).
+    #[arg(long = "ep-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub ep_options: Vec<(String, String)>,
+    /// The plugin library of ort-openvino or ort-webgpu [default: $DIFFIR_OPENVINO_LIBRARY or
+    /// $DIFFIR_WEBGPU_LIBRARY, else the install folder of scripts/install-onnxruntime.sh, else the pip package].
+    #[arg(long, value_name = "PATH")]
+    pub ep_library: Option<PathBuf>,
     /// CUDA: bind the fixed-shape backbone to device memory and capture it as a CUDA graph (same as
     /// --cuda-option enable_cuda_graph=1). Not yet run on a GPU.
     #[arg(long)]
@@ -271,6 +279,8 @@ impl EngineArgs {
             tile_overlap: self.tile_overlap,
             tile_batch: self.tile_batch.map(|b| b as usize),
             cuda_options: self.cuda_options(),
+            ep_options: self.ep_options.clone(),
+            ep_library: self.ep_library.clone(),
             triton: if kind == BackendKind::Triton {
                 Some(self.triton_options()?)
             } else {
@@ -658,6 +668,38 @@ pub fn models() -> String {
     out
 }
 
+/// The devices onnxruntime offers here (the CPU provider's and those of the plugins that load), one line
+/// each, and why a plugin is missing.
+fn onnxruntime_devices() -> String {
+    use crate::backend::plugin;
+    if let Err(e) = crate::backend::ort::load(false) {
+        return format!("onnxruntime:    not loaded ({e})\n");
+    }
+    let mut out = String::new();
+    for (p, r) in plugin::register_found() {
+        match r {
+            Ok(path) => out += &format!("plugin:         {} from {}\n", p.name(), path.display()),
+            Err(_) => out += &format!("plugin:         {} not installed ({})\n", p.name(), p.install_hint()),
+        }
+    }
+    match plugin::devices() {
+        Ok(devices) => {
+            for d in devices {
+                out += &format!("device:         {} ({}, {}, id {})\n", d.ep, d.kind, d.vendor, d.id);
+            }
+        }
+        Err(e) => out += &format!("device:         none listed ({e})\n"),
+    }
+    for p in plugin::Plugin::ALL {
+        if let Some(why) = plugin::unavailable(p, &[]) {
+            if plugin::register(p, None).is_ok() {
+                out += &format!("note:           {why}\n");
+            }
+        }
+    }
+    out
+}
+
 /// `diffir info`.
 pub fn info(args: &InfoArgs) -> Result<String> {
     let bundle = args.model.bundle()?;
@@ -671,6 +713,7 @@ pub fn info(args: &InfoArgs) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    out += &onnxruntime_devices();
     if args.engine.backend.is_some() || args.engine.triton_url.is_some() {
         let pipeline = args.engine.pipeline(bundle)?;
         out += &format!("{}\n", pipeline.backend_line());

@@ -65,6 +65,14 @@ pub struct RestoreOptions {
     pub jpeg_quality: u8,
     /// Extra onnxruntime CUDA provider options (KEY, VALUE). Default: empty.
     pub cuda_options: Vec<(String, String)>,
+    /// Options of the plugin providers (OpenVINO, WebGPU): `device` = cpu, gpu or npu picks the plugin's
+    /// device; other keys go to the plugin as given. Default: empty (OpenVINO's CPU in f32, WebGPU's
+    /// first adapter).
+    pub ep_options: Vec<(String, String)>,
+    /// The plugin library of [`BackendKind::OrtOpenvino`] / [`BackendKind::OrtWebgpu`]. Default: None
+    /// (looked for: `$DIFFIR_OPENVINO_LIBRARY` / `$DIFFIR_WEBGPU_LIBRARY`, the install folder, the pip
+    /// package).
+    pub ep_library: Option<std::path::PathBuf>,
     /// The Triton server for [`BackendKind::Triton`]. Default: None.
     pub triton: Option<TritonOptions>,
 }
@@ -85,12 +93,23 @@ impl Default for RestoreOptions {
             max_pixels: crate::image_io::DEFAULT_MAX_PIXELS,
             jpeg_quality: crate::image_io::DEFAULT_JPEG_QUALITY,
             cuda_options: vec![],
+            ep_options: vec![],
+            ep_library: None,
             triton: None,
         }
     }
 }
 
 impl RestoreOptions {
+    /// The provider settings that are not part of the plan.
+    pub fn provider_options(&self) -> crate::backend::ProviderOptions {
+        crate::backend::ProviderOptions {
+            cuda: self.cuda_options.clone(),
+            ep: self.ep_options.clone(),
+            ep_library: self.ep_library.clone(),
+        }
+    }
+
     /// What the options ask of the plan.
     pub fn plan_request(&self) -> PlanRequest {
         PlanRequest {
@@ -126,6 +145,7 @@ mod tests {
         assert_eq!(o.max_pixels, 200_000_000);
         assert_eq!(o.jpeg_quality, 95);
         assert!(o.cuda_options.is_empty() && o.triton.is_none());
+        assert!(o.ep_options.is_empty() && o.ep_library.is_none());
         assert_eq!(Noise::Seed(3).values(8), crate::sampler::seeded_noise(3, 8));
         assert_eq!(Noise::Values(vec![1.0]).values(1), [1.0]);
     }

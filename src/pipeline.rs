@@ -191,7 +191,7 @@ impl Pipeline {
                 };
                 Pipeline::start_triton(bundle, triton, &req)?
             }
-            kind => Pipeline::start(bundle, kind, &req, &options.cuda_options)?,
+            kind => Pipeline::start(bundle, kind, &req, &options.provider_options())?,
         };
         let d = p.bundle.ipr_dim();
         if let crate::options::Noise::Values(v) = &options.noise {
@@ -246,9 +246,9 @@ impl Pipeline {
         bundle: Bundle,
         kind: BackendKind,
         req: &PlanRequest,
-        cuda_options: &[(String, String)],
+        provider: &backend::ProviderOptions,
     ) -> Result<Pipeline> {
-        let started = backend::start(kind, &bundle, req, cuda_options)?;
+        let started = backend::start(kind, &bundle, req, provider)?;
         Pipeline::from_started(bundle, started)
     }
 

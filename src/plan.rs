@@ -314,7 +314,7 @@ impl Plan {
                         GPU_FALLBACK_TILE,
                         req.tile_batch.unwrap_or(1),
                         Some(format!(
-                            "tile {GPU_FALLBACK_TILE}: the GPU's free memory is unknown (nvidia-smi gave none)"
+                            "tile {GPU_FALLBACK_TILE}: the GPU's free memory is unknown (only nvidia-smi reports it)"
                         )),
                     ),
                     Some(free) => {

@@ -11,6 +11,7 @@ pub mod binding;
 pub mod multi;
 pub mod optimised_cache;
 pub mod ort;
+pub mod plugin;
 pub mod shared_weights;
 pub mod tensorrt;
 pub mod tract;
@@ -72,6 +73,10 @@ pub enum BackendKind {
     OrtCuda,
     /// onnxruntime, TensorRT execution provider (no fallback).
     OrtTensorrt,
+    /// onnxruntime with the OpenVINO plugin (Intel CPUs, GPUs, NPUs; its CPU device by default).
+    OrtOpenvino,
+    /// onnxruntime with the WebGPU plugin (GPUs through Vulkan, Metal or D3D12).
+    OrtWebgpu,
     /// A Triton Inference Server holding a `diffir triton-repo` repository (needs its address:
     /// [`crate::Pipeline::start_triton`], `--triton-url`).
     Triton,
@@ -79,19 +84,21 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend with its name: the one definition of the names `--backend` takes.
-    pub const TABLE: [(BackendKind, &'static str); 7] = [
+    pub const TABLE: [(BackendKind, &'static str); 9] = [
         (BackendKind::Auto, "auto"),
         (BackendKind::Tract, "tract"),
         (BackendKind::Ort, "ort"),
         (BackendKind::OrtCpu, "ort-cpu"),
         (BackendKind::OrtCuda, "ort-cuda"),
         (BackendKind::OrtTensorrt, "ort-tensorrt"),
+        (BackendKind::OrtOpenvino, "ort-openvino"),
+        (BackendKind::OrtWebgpu, "ort-webgpu"),
         (BackendKind::Triton, "triton"),
     ];
 
     /// The names, in `TABLE`'s order.
-    pub const NAMES: [&'static str; 7] = {
-        let mut out = [""; 7];
+    pub const NAMES: [&'static str; 9] = {
+        let mut out = [""; 9];
         let mut i = 0;
         while i < out.len() {
             out[i] = Self::TABLE[i].1;
@@ -115,6 +122,8 @@ impl BackendKind {
             BackendKind::OrtCpu => Some(&[Provider::Cpu]),
             BackendKind::OrtCuda => Some(&[Provider::Cuda]),
             BackendKind::OrtTensorrt => Some(&[Provider::TensorRt]),
+            BackendKind::OrtOpenvino => Some(&[Provider::OpenVino]),
+            BackendKind::OrtWebgpu => Some(&[Provider::WebGpu]),
             BackendKind::Ort | BackendKind::Auto => Some(&Provider::PREFERENCE),
         }
     }
@@ -158,6 +167,9 @@ pub struct EngineOptions {
     /// Extra CUDA execution provider options (`--cuda-option KEY=VALUE`), applied after the defaults.
     /// `enable_cuda_graph=1` binds the fixed-shape backbone to device memory and captures it.
     pub cuda_options: Vec<(String, String)>,
+    /// Plugin provider options (`--ep-option KEY=VALUE`, OpenVINO and WebGPU): `device=cpu|gpu|npu` picks
+    /// the plugin's device; other keys go to the plugin as given.
+    pub ep_options: Vec<(String, String)>,
     /// Run the fixed-shape backbone through I/O binding to preallocated buffers (set for GPU plans; on the
     /// CPU provider it makes the backbone fixed-shape too, which the tests use to check the binding path).
     pub bind_io: bool,
@@ -168,7 +180,7 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// The options of the engine for `device` under `plan`.
-    pub fn from_plan(plan: &Plan, device: i32, bundle: &Bundle, cuda_options: &[(String, String)]) -> Self {
+    pub fn from_plan(plan: &Plan, device: i32, bundle: &Bundle, provider: &ProviderOptions) -> Self {
         EngineOptions {
             threads: plan.threads,
             device,
@@ -180,11 +192,24 @@ impl EngineOptions {
             }
             .tile_shape(bundle.spec.size_multiple),
             tile_batch: plan.tile_batch.max(1),
-            cuda_options: cuda_options.to_vec(),
+            cuda_options: provider.cuda.clone(),
+            ep_options: provider.ep.clone(),
             bind_io: !plan.devices.is_empty(),
             own_weights: false,
         }
     }
+}
+
+/// Provider settings that are not part of a plan: CUDA options, plugin options and the plugin's library.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderOptions {
+    /// Extra CUDA execution provider options (`--cuda-option`).
+    pub cuda: Vec<(String, String)>,
+    /// Plugin provider options (`--ep-option`): `device=cpu|gpu|npu`, other keys as the plugin takes them.
+    pub ep: Vec<(String, String)>,
+    /// The plugin library of `ort-openvino` / `ort-webgpu` (`--ep-library`); None: looked for
+    /// (crate::backend::plugin).
+    pub ep_library: Option<std::path::PathBuf>,
 }
 
 /// A started backend: the engine, the plan it runs, and what was chosen and why.
@@ -204,12 +229,7 @@ pub struct Started {
 ///
 /// `auto` tries TensorRT, CUDA, onnxruntime CPU, then tract, and says why it skipped each; an explicitly
 /// requested backend that cannot start is an error.
-pub fn start(
-    kind: BackendKind,
-    bundle: &Bundle,
-    req: &PlanRequest,
-    cuda_options: &[(String, String)],
-) -> Result<Started> {
+pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &ProviderOptions) -> Result<Started> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let available = crate::plan::available_memory();
     let tract = |why: String| -> Result<Started> {
@@ -220,7 +240,7 @@ pub fn start(
             )));
         }
         let plan = Plan::resolve(false, req, bundle, cores, available, |_| None);
-        let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, &[]))?;
+        let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, provider))?;
         let mut line = format!("backend: {} [{plan}]{why}", engine.describe());
         if let Some(n) = &plan.note {
             line += &format!(" ({n})");
@@ -249,7 +269,7 @@ pub fn start(
     let Some(providers) = kind.providers() else {
         return tract(" (requested)".into());
     };
-    let gpu_only = providers.iter().all(|p| p.is_gpu());
+    let gpu_only = providers.iter().all(|p| p.needs_gpu_package());
     if let Err(e) = ort::load(gpu_only) {
         return match kind {
             BackendKind::Auto => tract(format!(" (onnxruntime unavailable: {e})")),
@@ -258,25 +278,27 @@ pub fn start(
     }
     let mut notes = vec![];
     for &p in providers {
-        if let Some(why) = ort::provider_unavailable(p) {
+        if let (Some(plugin), Some(path)) = (p.plugin(), &provider.ep_library) {
+            plugin::register(plugin, Some(path))?;
+        }
+        if let Some(why) = ort::provider_unavailable(p, &provider.ep) {
             notes.push(why);
             continue;
         }
-        let plan = Plan::resolve(
-            p.is_gpu(),
-            req,
-            bundle,
-            cores,
-            available,
-            crate::plan::nvidia_free_bytes,
-        );
+        // Only NVIDIA GPUs say how much memory is free (nvidia-smi); a WebGPU plan uses the fallback tile.
+        let gpu_free: fn(i32) -> Option<u64> = if p.needs_gpu_package() {
+            crate::plan::nvidia_free_bytes
+        } else {
+            |_| None
+        };
+        let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, available, gpu_free);
         let engines = plan
             .devices
             .iter()
             .copied()
             .chain(plan.devices.is_empty().then_some(0))
             .map(|device| {
-                let opts = EngineOptions::from_plan(&plan, device, bundle, cuda_options);
+                let opts = EngineOptions::from_plan(&plan, device, bundle, provider);
                 ort::OrtEngine::start(bundle, &opts, p).map(|e| Box::new(e) as Box<dyn Engine>)
             })
             .collect::<Result<Vec<_>>>();

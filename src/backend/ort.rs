@@ -42,6 +42,10 @@ pub enum Provider {
     Cuda,
     /// The CPU.
     Cpu,
+    /// Intel's OpenVINO, loaded as a plugin (crate::backend::plugin): Intel CPUs, GPUs and NPUs.
+    OpenVino,
+    /// WebGPU, loaded as a plugin (crate::backend::plugin): GPUs through Vulkan, Metal or D3D12.
+    WebGpu,
 }
 
 impl Provider {
@@ -54,12 +58,30 @@ impl Provider {
             Provider::TensorRt => "TensorRT",
             Provider::Cuda => "CUDA",
             Provider::Cpu => "CPU",
+            Provider::OpenVino => "OpenVINO",
+            Provider::WebGpu => "WebGPU",
         }
     }
 
-    /// Whether the provider runs on a GPU (one engine per device, fixed-shape backbone sessions).
+    /// Whether the provider is planned as a GPU (one engine per device, one worker, fixed-shape backbone).
+    /// OpenVINO is planned as the CPU it runs on by default.
     pub fn is_gpu(self) -> bool {
-        self != Provider::Cpu
+        matches!(self, Provider::TensorRt | Provider::Cuda | Provider::WebGpu)
+    }
+
+    /// Whether the provider comes with onnxruntime-gpu (CUDA 13) rather than the CPU package.
+    pub fn needs_gpu_package(self) -> bool {
+        matches!(self, Provider::TensorRt | Provider::Cuda)
+    }
+
+    /// The plugin library the provider comes in, if it is one.
+    pub fn plugin(self) -> Option<super::plugin::Plugin> {
+        use super::plugin::Plugin;
+        match self {
+            Provider::OpenVino => Some(Plugin::OpenVino),
+            Provider::WebGpu => Some(Plugin::WebGpu),
+            _ => None,
+        }
     }
 }
 
@@ -87,8 +109,8 @@ pub fn install_dir() -> PathBuf {
     crate::models::data_folder("DIFFIR_ORT_DIR", "onnxruntime")
 }
 
-struct Runtime {
-    env: Environment,
+pub(crate) struct Runtime {
+    pub(crate) env: Environment,
     path: PathBuf,
     /// The version the loaded library reports.
     version: String,
@@ -128,7 +150,7 @@ pub fn library_version() -> Option<(String, Option<String>)> {
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
 /// Load the library once per process; later calls return the same outcome.
-fn runtime() -> Result<&'static Runtime> {
+pub(crate) fn runtime() -> Result<&'static Runtime> {
     let r = RUNTIME.get_or_init(|| {
         let mut tried = vec![];
         for path in library_candidates() {
@@ -193,10 +215,14 @@ pub fn load(gpu: bool) -> Result<()> {
     })
 }
 
-/// Why a provider cannot be used with this library, if it is not compiled in.
-pub fn provider_unavailable(p: Provider) -> Option<String> {
+/// Why a provider cannot be used here, if it cannot: not compiled into this library (CUDA, TensorRT), or a
+/// plugin that is not installed or offers no device of the kind `ep_options` ask for (OpenVINO, WebGPU).
+pub fn provider_unavailable(p: Provider, ep_options: &[(String, String)]) -> Option<String> {
+    if let Some(plugin) = p.plugin() {
+        return super::plugin::unavailable(plugin, ep_options);
+    }
     let available = match p {
-        Provider::Cpu => return None,
+        Provider::Cpu | Provider::OpenVino | Provider::WebGpu => return None,
         Provider::Cuda => CUDA::is_available(),
         Provider::TensorRt => TensorRT::is_available(),
     };
@@ -233,15 +259,16 @@ pub struct OrtEngine {
 impl OrtEngine {
     /// Start sessions on provider `p`; an error says why it cannot run here.
     pub fn start(bundle: &Bundle, opts: &EngineOptions, p: Provider) -> Result<Self> {
-        load(p.is_gpu())?;
+        load(p.needs_gpu_package())?;
         let rt = runtime()?;
-        if let Some(why) = provider_unavailable(p) {
+        if let Some(why) = provider_unavailable(p, &opts.ep_options) {
             return Err(Error::Backend(why));
         }
         let bundle_fp32 = for_provider(bundle, p)?;
-        // TensorRT builds its fp16 engines from the float32 graph; the others run the bundle's fp16 backbone.
+        // TensorRT builds its fp16 engines from the float32 graph, and OpenVINO lowers its precision itself (its
+        // inference precision hint); the others run the bundle's fp16 backbone.
         let graph_precision = match (p, opts.precision) {
-            (Provider::TensorRt, _) => Precision::Fp32,
+            (Provider::TensorRt | Provider::OpenVino, _) => Precision::Fp32,
             (_, precision) => precision,
         };
         let bundle = match graph_precision {
@@ -266,7 +293,9 @@ impl OrtEngine {
 
     /// GPU providers build kernels or engines on the first run: do it now, on the tile shape.
     fn warm_up(&self) -> Result<()> {
-        let (Provider::Cuda | Provider::TensorRt, Some((h, w))) = (self.provider, self.opts.tile_shape) else {
+        let (Provider::Cuda | Provider::TensorRt | Provider::WebGpu, Some((h, w))) =
+            (self.provider, self.opts.tile_shape)
+        else {
             return Ok(());
         };
         let c = self.bundle.spec.input_channels;
@@ -321,13 +350,15 @@ impl OrtEngine {
                             .map(Runner::Plain)
                         };
                         match fixed {
-                            Some(shape) if opts.bind_io => match bound(rt, bundle, opts, kind, p, shape) {
-                                Ok(r) => Ok(r),
-                                Err(why) => {
-                                    note = Some(why);
-                                    plain()
+                            Some(shape) if opts.bind_io && p.plugin().is_none() => {
+                                match bound(rt, bundle, opts, kind, p, shape) {
+                                    Ok(r) => Ok(r),
+                                    Err(why) => {
+                                        note = Some(why);
+                                        plain()
+                                    }
                                 }
-                            },
+                            }
                             _ => plain(),
                         }
                         .map(Mutex::new)
@@ -381,7 +412,7 @@ impl OrtEngine {
 /// once per engine, so every session of the engine (pool, fp32 redo, other shapes) shares the result.
 fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
     let mut out = bundle.clone();
-    if p == Provider::Cpu {
+    if !p.is_gpu() {
         return Ok(out);
     }
     for kind in GraphKind::ALL {
@@ -483,6 +514,59 @@ struct Build<'a> {
     shared: Option<&'a SharedWeights>,
     /// Write onnxruntime's optimised model here.
     save_optimised: Option<&'a std::path::Path>,
+    /// Leave a CPU session to onnxruntime's automatic device selection instead of naming the CPU provider's
+    /// device (only to show what the pinning prevents: [`providers_used`]).
+    unpinned: bool,
+    /// Write onnxruntime's profile with this file name prefix.
+    profile: Option<&'a std::path::Path>,
+}
+
+/// The CPU execution provider's name.
+const CPU_EP: &str = "CPUExecutionProvider";
+
+/// Select the plugin provider's device (`device=` among the plugin options, else the plugin's default) and
+/// pass the plugin options; OpenVINO gets its precision (f32 unless the engine runs fp16: f16, bf16 on the
+/// CPU) and, on the CPU, its thread count through its load_config, the only settings it honours.
+fn plugin_devices(
+    rt: &Runtime,
+    b: SessionBuilder,
+    opts: &EngineOptions,
+    p: Provider,
+) -> std::result::Result<SessionBuilder, String> {
+    use super::plugin::{self, Plugin};
+    let plugin = p.plugin().ok_or("not a plugin provider")?;
+    let wanted = plugin::wanted_kind(plugin, &opts.ep_options).map_err(|e| e.to_string())?;
+    let kind_of = |d: &ort::device::Device<'_>| match d.hardware_device().ty() {
+        ort::memory::DeviceType::CPU => "cpu",
+        ort::memory::DeviceType::GPU => "gpu",
+        ort::memory::DeviceType::NPU => "npu",
+        _ => "other",
+    };
+    let device = rt
+        .env
+        .devices()
+        .find(|d| d.ep().ok() == Some(plugin.ep_name()) && wanted.is_none_or(|w| kind_of(d) == w))
+        .ok_or_else(|| plugin::unavailable(plugin, &opts.ep_options).unwrap_or_default())?;
+    let mut options: Vec<(String, String)> = vec![];
+    if plugin == Plugin::OpenVino {
+        let kind = kind_of(&device);
+        let hint = match (opts.precision, kind) {
+            (Precision::Fp32, _) => "f32",
+            (Precision::Fp16, "cpu") => "bf16",
+            (Precision::Fp16, _) => "f16",
+        };
+        let mut config = serde_json::Map::new();
+        config.insert("INFERENCE_PRECISION_HINT".into(), hint.into());
+        if kind == "cpu" && opts.threads > 0 {
+            config.insert("INFERENCE_NUM_THREADS".into(), opts.threads.to_string().into());
+        }
+        let load_config = serde_json::json!({ kind.to_ascii_uppercase(): config });
+        options.push((format!("{}.load_config", plugin.ep_name()), load_config.to_string()));
+    }
+    for (k, v) in opts.ep_options.iter().filter(|(k, _)| k != "device") {
+        options.push((format!("{}.{k}", plugin.ep_name()), v.clone()));
+    }
+    b.with_devices([device], Some(&options)).map_err(|e| e.to_string())
 }
 
 /// One onnxruntime session for `kind` on provider `p`.
@@ -499,6 +583,8 @@ fn session(
         cuda_graph,
         shared,
         save_optimised,
+        unpinned,
+        profile,
     } = build;
     let fp16 = opts.precision == Precision::Fp16;
     let g = bundle.graph(kind);
@@ -560,6 +646,10 @@ fn session(
             vec![CPU::default().with_arena_allocator(false).build()]
         }
         Provider::Cpu => vec![],
+        Provider::OpenVino | Provider::WebGpu => {
+            b = plugin_devices(rt, b, opts, p).map_err(err)?;
+            vec![]
+        }
         Provider::Cuda => vec![cuda()],
         Provider::TensorRt => {
             let profile = match fixed {
@@ -597,6 +687,16 @@ fn session(
     };
     if !eps.is_empty() {
         b = b.with_execution_providers(eps).map_err(|e| err(e.to_string()))?;
+    }
+    // `ort` turns on onnxruntime's automatic device selection (the MaxEfficiency policy), and asking for the
+    // CPU provider only sets CPU options: with a plugin registered, such a session could run on the plugin
+    // (OpenVINO's CPU device, in bf16). Naming the CPU provider's device keeps it on the CPU provider.
+    if p == Provider::Cpu && !unpinned {
+        let cpu = rt.env.devices().filter(|d| d.ep().ok() == Some(CPU_EP));
+        b = b.with_devices(cpu, None).map_err(|e| err(e.to_string()))?;
+    }
+    if let Some(path) = profile {
+        b = b.with_profiling(path).map_err(|e| err(e.to_string()))?;
     }
     match shared {
         Some(shared) => b.commit_from_memory(&shared.model).map_err(|e| err(e.to_string())),
@@ -675,6 +775,43 @@ fn optimised(
     SharedWeights::from_model(bytes).map_err(err)
 }
 
+/// Which execution providers ran the nodes of one `kind` session on provider `p`, built as the engine
+/// builds it, in one run on `inputs`: node counts per provider, from onnxruntime's profile. `pinned: false`
+/// leaves a CPU session to onnxruntime's automatic device selection, to show what the engine's pinning
+/// prevents (tests of the plugin providers).
+pub fn providers_used(
+    bundle: &Bundle,
+    kind: GraphKind,
+    opts: &EngineOptions,
+    p: Provider,
+    pinned: bool,
+    inputs: &[Input<'_>],
+) -> Result<std::collections::BTreeMap<String, usize>> {
+    let rt = runtime()?;
+    let dir = tempfile::tempdir().map_err(|e| Error::Backend(format!("temporary folder: {e}")))?;
+    let prefix = dir.path().join("profile");
+    let build = Build {
+        unpinned: !pinned,
+        profile: Some(&prefix),
+        ..Build::default()
+    };
+    let mut session = session(rt, bundle, opts, kind, p, build)?;
+    run_session(&mut session, kind, inputs)?;
+    let err = |e: String| Error::graph(kind, format!("profile: {e}"));
+    let path = session.end_profiling().map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{path}: {e}")))?;
+    let events: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| err(format!("{path}: {e}")))?;
+    let mut out = std::collections::BTreeMap::new();
+    for e in &events {
+        if e["cat"] == "Node" {
+            if let Some(provider) = e["args"]["provider"].as_str() {
+                *out.entry(provider.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
     // The onnxruntime error is kept as the source (out-of-memory errors become Error::OutOfMemory).
     let err = |e: ort::Error| match Error::graph_or_oom(graph, format!("onnxruntime: {e}")) {
@@ -745,13 +882,22 @@ impl Engine for OrtEngine {
     fn describe(&self) -> String {
         let io = match &self.binding_note {
             Some(why) => format!("; {why}"),
-            None if !self.opts.bind_io || fixed_shape(GraphKind::Backbone, &self.opts).is_none() => String::new(),
+            None if !self.opts.bind_io
+                || self.provider.plugin().is_some()
+                || fixed_shape(GraphKind::Backbone, &self.opts).is_none() =>
+            {
+                String::new()
+            }
             None if self.provider == Provider::Cuda && wants_cuda_graph(&self.opts) => "; bound I/O, CUDA graph".into(),
             None => "; bound I/O".into(),
         };
         let version = library_version().map_or_else(|| ORT_VERSION.to_string(), |(v, _)| v);
+        let plugin = match self.provider.plugin().map(|p| super::plugin::register(p, None)) {
+            Some(Ok(path)) => format!("; plugin {}", path.display()),
+            _ => String::new(),
+        };
         format!(
-            "onnxruntime {version} ({}{io}) from {}",
+            "onnxruntime {version} ({}{io}{plugin}) from {}",
             self.provider.name(),
             self.library.display()
         )

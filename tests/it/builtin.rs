@@ -38,7 +38,7 @@ const PY_CHELSEA_BICUBIC: f64 = 26.894131198808463;
 fn builtin_model_beats_bicubic_on_val_crops() {
     let bundle = Bundle::builtin().unwrap();
     assert_eq!((bundle.task(), bundle.scale()), (diffir::Task::Sr, 4));
-    let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &[]).unwrap();
+    let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &Default::default()).unwrap();
     let noise = diffir::internal::sampler::seeded_noise(0, p.bundle().ipr_dim());
     let mut gains = vec![];
     for name in ["chelsea", "building", "wesaturate"] {

@@ -23,7 +23,7 @@ fn batched(bundle: &Bundle, kind: BackendKind, batch: usize, workers: usize) -> 
         tile: TileRequest::Pixels(32),
         ..Default::default()
     };
-    Pipeline::start(bundle.clone(), kind, &req, &[]).unwrap_or_else(|e| panic!("{kind}: {e}"))
+    Pipeline::start(bundle.clone(), kind, &req, &Default::default()).unwrap_or_else(|e| panic!("{kind}: {e}"))
 }
 
 /// Batches of 3 tiles (the last one partial) against one tile per call.
@@ -249,7 +249,7 @@ fn check_fp16(name: &str) {
             precision,
             ..Default::default()
         };
-        let p = Pipeline::start(bundle.clone(), BackendKind::OrtCpu, &req, &[]).unwrap();
+        let p = Pipeline::start(bundle.clone(), BackendKind::OrtCpu, &req, &Default::default()).unwrap();
         assert!(p.backend_line().contains(precision.as_str()), "{}", p.backend_line());
         p.restore(&img, mask.as_ref(), &noise, &Tiling::WHOLE).unwrap()
     };
@@ -292,9 +292,11 @@ fn fp16_needs_a_bundle_that_carries_it_and_an_onnxruntime_backend() {
     };
     let builtin = Bundle::builtin().unwrap();
     assert_eq!(builtin.precisions(), [Precision::Fp32]);
-    let e = Pipeline::start(builtin, BackendKind::OrtCpu, &req, &[]).err().unwrap();
+    let e = Pipeline::start(builtin, BackendKind::OrtCpu, &req, &Default::default())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("no fp16 backbone"), "{e}");
-    let e = Pipeline::start(load("sr_x4"), BackendKind::Tract, &req, &[])
+    let e = Pipeline::start(load("sr_x4"), BackendKind::Tract, &req, &Default::default())
         .err()
         .unwrap();
     assert!(e.to_string().contains("float32 only"), "{e}");

@@ -9,6 +9,7 @@ mod graph_rewrite;
 mod image_io;
 mod memory;
 mod official;
+mod plugins;
 mod reference_bundles;
 mod serve;
 mod tiling;

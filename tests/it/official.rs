@@ -196,7 +196,7 @@ fn tiled_restore_is_close_to_whole_image_on_official_weights() {
     for name in ["mini_sr_x4", "mini_sr_x2", "mini_deblur"] {
         let bundle = Bundle::load(exported(&official, name)).unwrap();
         let noise = diffir::internal::sampler::seeded_noise(0, bundle.ipr_dim());
-        let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &[]).unwrap();
+        let p = Pipeline::start(bundle, BackendKind::Tract, &PlanRequest::default(), &Default::default()).unwrap();
         let whole = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
         let tiled = p.restore(&img, None, &noise, &Tiling::default()).unwrap();
         assert!(tiled.tiles > 1, "{name}: the default tile must split this photo");
