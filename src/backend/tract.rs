@@ -76,9 +76,75 @@ impl TractEngine {
     }
 }
 
-impl Engine for TractEngine {
-    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+/// A node evaluation hook of tract's plans, typed for every lifetime `run_plan_with_eval` calls it with.
+fn eval_hook<F>(f: F) -> F
+where
+    F: for<'a, 'b, 'c> FnMut(
+        &'a tract_onnx::tract_core::plan::EvalContext<'a>,
+        Option<&'b mut (dyn tract_onnx::tract_core::ops::OpState + 'static)>,
+        &'c TypedNode,
+        TVec<TValue>,
+    ) -> TractResult<TVec<TValue>>,
+{
+    f
+}
+
+/// Time spent in one kind of operator of an optimised tract plan ([`TractEngine::op_profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// The operator's name in tract's optimised plan (`Conv`, `OptMatMul`, `Reduce<Sum>`, …).
+    pub op: String,
+    /// Nodes of that operator in the plan.
+    pub nodes: usize,
+    /// Seconds per run (the mean over the runs).
+    pub secs: f64,
+}
+
+impl TractEngine {
+    /// Where a run of `graph` on `inputs` spends its time, per operator of the optimised plan, from `runs`
+    /// runs after one warm-up (each node timed through tract's evaluation hook); the slowest first.
+    pub fn op_profile(&self, graph: GraphKind, inputs: &[Input<'_>], runs: usize) -> Result<Vec<OpTime>> {
         let plan = self.plan(graph, inputs)?;
+        let runs = runs.max(1);
+        let mut per_node: HashMap<usize, (String, f64)> = HashMap::new();
+        for i in 0..=runs {
+            let values = self.values(graph, inputs)?;
+            let mut state = TypedSimpleState::new(&plan).map_err(|e| Error::graph(graph, format!("{e:#}")))?;
+            let mut timed = eval_hook(|ctx, op_state, node, input| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, input);
+                if i > 0 {
+                    let e = per_node
+                        .entry(node.id)
+                        .or_insert_with(|| (node.op().name().to_string(), 0.0));
+                    e.1 += t.elapsed().as_secs_f64();
+                }
+                out
+            });
+            let run = |state: &mut TypedSimpleState| state.run_plan_with_eval(values, &mut timed);
+            match &self.executor {
+                Some(ex) => multithread_tract_scope(ex.clone(), || run(&mut state)),
+                None => run(&mut state),
+            }
+            .map_err(|e| Error::graph(graph, format!("{e:#}")))?;
+        }
+        let mut by_op: HashMap<String, OpTime> = HashMap::new();
+        for (op, secs) in per_node.into_values() {
+            let e = by_op.entry(op.clone()).or_insert(OpTime {
+                op,
+                nodes: 0,
+                secs: 0.0,
+            });
+            e.nodes += 1;
+            e.secs += secs / runs as f64;
+        }
+        let mut out: Vec<OpTime> = by_op.into_values().collect();
+        out.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+        Ok(out)
+    }
+
+    /// The inputs as tract values.
+    fn values(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<TVec<TValue>> {
         let mut values: TVec<TValue> = tvec![];
         for input in inputs {
             let t = match *input {
@@ -97,6 +163,14 @@ impl Engine for TractEngine {
             };
             values.push(t.into_tvalue());
         }
+        Ok(values)
+    }
+}
+
+impl Engine for TractEngine {
+    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        let plan = self.plan(graph, inputs)?;
+        let values = self.values(graph, inputs)?;
         let outputs = match &self.executor {
             Some(ex) => multithread_tract_scope(ex.clone(), || plan.run(values)),
             None => plan.run(values),

@@ -713,3 +713,60 @@ fn pipes_need_a_format_one_image_and_a_decodable_stdin() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("exactly one input"), "{}", stderr(&o));
 }
+
+/// `bench --op-profile` times every operator of tract's backbone plan; other backends are refused.
+#[test]
+fn bench_op_profile_lists_tracts_operators() {
+    let bundle = bundles_dir().join("sr_x4");
+    let o = diffir(
+        &[
+            "bench",
+            "--model",
+            s(&bundle),
+            "--backend",
+            "tract",
+            "--op-profile",
+            "--size",
+            "16x24",
+            "--tile",
+            "0",
+            "--runs",
+            "1",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("tract backbone plan on 1x3x16x24"), "{text}");
+    // Rows: operator, nodes, ms, share; the shares add up to 100 %.
+    let rows: Vec<(String, usize, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let share = f.last()?.strip_suffix('%')?.parse::<f64>().ok()?;
+            Some((f[0].to_string(), f[f.len() - 3].parse().ok()?, share))
+        })
+        .collect();
+    assert!(rows.len() > 5, "{text}");
+    let total: f64 = rows.iter().map(|r| r.2).sum();
+    assert!((total - 100.0).abs() < 1.0, "shares add up to {total}: {text}");
+    assert!(rows.iter().any(|r| r.0.contains("MatMul") && r.1 > 0), "{text}");
+    let o = diffir(
+        &[
+            "bench",
+            "--model",
+            s(&bundle),
+            "--backend",
+            "ort-cpu",
+            "--op-profile",
+            "--size",
+            "16x16",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("--backend tract"),
+        "{}",
+        stderr(&o)
+    );
+}
