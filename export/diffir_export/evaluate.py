@@ -6,11 +6,14 @@ ground truth by PSNR-Y and SSIM-Y (BT.601 luma, 4-pixel border shaved).
 
     python -m diffir_export.evaluate --data PHOTOS --binary target/release/diffir [--model BUNDLE] [--out FILE.md]
         [--diffir-arg=--tta]   (extra `diffir restore` flags, repeatable)
+        [--lr-jpeg 75]         (the LR image saved as a JPEG of that quality first, as users' inputs often are;
+                                bicubic and the model both start from the decoded JPEG)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import subprocess
 import sys
 import tempfile
@@ -25,6 +28,13 @@ from diffir_export.metrics import psnr_y, ssim_y
 SCALE = 4
 
 
+def jpeg_round_trip(rgb_u8: np.ndarray, quality: int) -> np.ndarray:
+    """The image after saving it as a JPEG of `quality` (PIL's encoder, 4:2:0 chroma) and decoding it."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb_u8).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, type=Path, help="photo folder with val.txt")
@@ -33,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="also write the Markdown table here")
     p.add_argument("--diffir-arg", action="append", default=[], help="extra `diffir restore` flag (repeatable)")
+    p.add_argument("--lr-jpeg", type=int, metavar="QUALITY", help="compress the LR image as a JPEG of this quality")
     args = p.parse_args(argv)
     rows, lines = [], ["| photo | HR size | bicubic PSNR-Y | model PSNR-Y | gain | bicubic SSIM-Y | model SSIM-Y |",
                        "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -40,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in read_list(args.data, "val.txt"):
             hr = mod_crop(load_hr(path), SCALE)
             lr = bicubic_down(hr, SCALE)
+            if args.lr_jpeg is not None:
+                lr = jpeg_round_trip(lr, args.lr_jpeg)
             Image.fromarray(lr).save(f"{tmp}/lr.png")
             cmd = [args.binary, "restore", f"{tmp}/lr.png", "-o", f"{tmp}/sr.png", "--overwrite",
                    "--seed", str(args.seed)]  # fmt: skip
