@@ -747,9 +747,15 @@ fn onnxruntime_devices() -> String {
         return format!("onnxruntime:    not loaded ({e})\n");
     }
     let mut out = String::new();
+    let mut notes = String::new();
     for (p, r) in plugin::register_found() {
         match r {
-            Ok(path) => out += &format!("plugin:         {} from {}\n", p.name(), path.display()),
+            Ok(path) => {
+                out += &format!("plugin:         {} from {}\n", p.name(), path.display());
+                if let Some(why) = plugin::unavailable(p, &[]) {
+                    notes += &format!("note:           {why}\n");
+                }
+            }
             Err(_) => out += &format!("plugin:         {} not installed ({})\n", p.name(), p.install_hint()),
         }
     }
@@ -761,13 +767,7 @@ fn onnxruntime_devices() -> String {
         }
         Err(e) => out += &format!("device:         none listed ({e})\n"),
     }
-    for p in plugin::Plugin::ALL {
-        if let Some(why) = plugin::unavailable(p, &[]) {
-            if plugin::register(p, None).is_ok() {
-                out += &format!("note:           {why}\n");
-            }
-        }
-    }
+    out += &notes;
     out
 }
 

@@ -536,12 +536,7 @@ fn plugin_devices(
     use super::plugin::{self, Plugin};
     let plugin = p.plugin().ok_or("not a plugin provider")?;
     let wanted = plugin::wanted_kind(plugin, &opts.ep_options).map_err(|e| e.to_string())?;
-    let kind_of = |d: &ort::device::Device<'_>| match d.hardware_device().ty() {
-        ort::memory::DeviceType::CPU => "cpu",
-        ort::memory::DeviceType::GPU => "gpu",
-        ort::memory::DeviceType::NPU => "npu",
-        _ => "other",
-    };
+    let kind_of = |d: &ort::device::Device<'_>| plugin::kind_name(d.hardware_device().ty());
     let device = rt
         .env
         .devices()

@@ -201,7 +201,8 @@ pub struct PluginDevice {
     pub id: u32,
 }
 
-fn kind_name(t: DeviceType) -> &'static str {
+/// A hardware device type as `device=` names it: cpu, gpu, npu (other types: "other").
+pub(crate) fn kind_name(t: DeviceType) -> &'static str {
     match t {
         DeviceType::CPU => "cpu",
         DeviceType::GPU => "gpu",

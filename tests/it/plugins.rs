@@ -144,14 +144,24 @@ fn lavapipe_env() -> Option<Vec<(String, String)>> {
     ])
 }
 
+/// The environment of a `diffir` run on WebGPU over lavapipe, or None (skipped) where the WebGPU plugin or
+/// lavapipe is not installed.
+fn webgpu_env() -> Option<Vec<(String, String)>> {
+    if !plugin_installed(Plugin::WebGpu) {
+        return None;
+    }
+    lavapipe_env()
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// The built-in model on WebGPU (lavapipe), tiled, against the CPU provider, through the command line.
 #[test]
 fn webgpu_on_lavapipe_matches_cpu() {
-    if !plugin_installed(Plugin::WebGpu) {
-        return;
-    }
-    let Some(env) = lavapipe_env() else { return };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Some(env) = webgpu_env() else { return };
+    let env = pairs(&env);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.png");
     let img = photo(40, 56);
@@ -278,11 +288,8 @@ fn cpu_sessions_stay_on_the_cpu_provider() {
 /// `diffir info` lists the plugin devices it sees.
 #[test]
 fn info_lists_plugin_devices() {
-    if !plugin_installed(Plugin::WebGpu) {
-        return;
-    }
-    let Some(env) = lavapipe_env() else { return };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let Some(env) = webgpu_env() else { return };
+    let env = pairs(&env);
     let o = diffir(&["info"], &env);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", stderr(&o));
