@@ -13,7 +13,6 @@ ground truth by PSNR-Y and SSIM-Y (BT.601 luma, 4-pixel border shaved).
 from __future__ import annotations
 
 import argparse
-import io
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffir_export.data import bicubic_down, bicubic_up, load_hr, mod_crop, read_list
+from diffir_export.data import bicubic_down, bicubic_up, jpeg_round_trip, load_hr, mod_crop, read_list
 from diffir_export.metrics import psnr_y, ssim_y
 
 SCALE = 4
-
-
-def jpeg_round_trip(rgb_u8: np.ndarray, quality: int) -> np.ndarray:
-    """The image after saving it as a JPEG of `quality` (PIL's encoder, 4:2:0 chroma) and decoding it."""
-    buf = io.BytesIO()
-    Image.fromarray(rgb_u8).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def main(argv: list[str] | None = None) -> int:

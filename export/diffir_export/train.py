@@ -32,7 +32,7 @@ from diffir_export.arch.cpen import CPEN
 from diffir_export.arch.dirformer import DIRformer
 from diffir_export.arch.ops import pixel_unshuffle
 from diffir_export.config import ModelConfig
-from diffir_export.data import PatchSampler, bicubic_down, bicubic_up, load_hr, mod_crop, read_list
+from diffir_export.data import Degradation, PatchSampler, bicubic_down, bicubic_up, load_hr, mod_crop, read_list
 from diffir_export.metrics import psnr_y
 from diffir_export.schedule import schedule
 
@@ -147,7 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-crop", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    d = Degradation()
+    p.add_argument("--jpeg-prob", type=float, default=d.jpeg_prob,
+                   help=f"share of LR crops saved as JPEG (quality {d.jpeg_min}-{d.jpeg_max})")  # fmt: skip
+    p.add_argument("--noise-prob", type=float, default=d.noise_prob,
+                   help=f"share of LR crops with Gaussian noise (σ 1-{d.noise_sigma:g})")  # fmt: skip
     args = p.parse_args(argv)
+    try:
+        degradation = Degradation(jpeg_prob=args.jpeg_prob, noise_prob=args.noise_prob)
+    except ValueError as e:
+        p.error(str(e))
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -178,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log(args.work, f"loading photos from {args.data}")
     train_imgs = [load_hr(pth) for pth in read_list(args.data, "train.txt")]
-    sampler = PatchSampler(train_imgs, args.patch, scale, seed=args.seed + step)
+    sampler = PatchSampler(train_imgs, args.patch, scale, seed=args.seed + step, degradation=degradation)
     val = validation_set(args.data, args.val_crop, scale)
     n1, nw, n2 = args.stage1_iters, args.warmup_iters, args.stage2_iters
     total = n1 + nw + n2
-    log(args.work, f"{len(sampler.images)} train photos, {len(val)} val crops; steps {n1}+{nw}+{n2}")
+    log(args.work, f"{len(sampler.images)} train photos, {len(val)} val crops; steps {n1}+{nw}+{n2}; {degradation}")
 
     def save(final: bool = False) -> None:
         elapsed = elapsed_before + time.time() - started

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from diffir_export.evaluate import jpeg_round_trip
+from diffir_export.data import jpeg_round_trip
 
 
 def test_jpeg_round_trip_loses_more_at_lower_quality():
