@@ -1,4 +1,5 @@
-"""Training-data degradations: mild noise and JPEG on the LR crop only, seeded, validated once."""
+"""Degradations of LR images: the JPEG round trip (evaluate --lr-jpeg) and the training degradations (mild noise
+and JPEG on the LR crop only, seeded, validated once)."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,19 @@ def _photo(seed: int = 0, size: int = 96) -> np.ndarray:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
     return np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))  # blocky, so JPEG changes it measurably
+
+
+def test_jpeg_round_trip_loses_more_at_lower_quality():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    smooth = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1)
+    img = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    errors = {}
+    for q in (75, 90, 100):
+        out = jpeg_round_trip(img, q)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        errors[q] = np.abs(out.astype(float) - img).mean()
+    assert errors[75] > errors[90] > errors[100] > 0
 
 
 def test_default_degradation_is_the_identity():
