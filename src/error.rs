@@ -126,14 +126,7 @@ impl Error {
 
     /// A graph error, or an out-of-memory error where the message says the device ran out of memory.
     pub(crate) fn graph_or_oom(graph: GraphKind, msg: String) -> Self {
-        const MARKERS: [&str; 5] = [
-            "out of memory",
-            "Failed to allocate memory",
-            "CUDNN_STATUS_ALLOC_FAILED",
-            "cudaErrorMemoryAllocation",
-            "CUBLAS_STATUS_ALLOC_FAILED",
-        ];
-        if MARKERS.iter().any(|m| msg.contains(m)) {
+        if is_out_of_memory(&msg) {
             Error::OutOfMemory { graph, msg }
         } else {
             Error::graph(graph, msg)
@@ -146,5 +139,78 @@ impl Error {
     }
 }
 
+/// What onnxruntime, CUDA, cuDNN and cuBLAS say when a device or host allocation fails, as they word it
+/// (matched without regard to case).
+const OUT_OF_MEMORY_MARKERS: [&str; 9] = [
+    // CUDA's cudaErrorMemoryAllocation, as cudaGetErrorString words it ("CUDA failure 2: out of memory").
+    "out of memory",
+    "cudaErrorMemoryAllocation",
+    // onnxruntime's allocators (BFC arena, CPU allocator).
+    "Failed to allocate memory",
+    // The CUDA arena with gpu_mem_limit: "Available memory of X is smaller than requested bytes of Y".
+    "is smaller than requested bytes of",
+    // cuDNN 8 and cuDNN 9.
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",
+    "CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    // cuBLAS and cuFFT.
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUFFT_ALLOC_FAILED",
+];
+
+/// Whether an engine's message says that memory ran out (the pipeline then retries smaller).
+pub(crate) fn is_out_of_memory(msg: &str) -> bool {
+    let lower = msg.to_ascii_lowercase();
+    OUT_OF_MEMORY_MARKERS
+        .iter()
+        .any(|m| lower.contains(&m.to_ascii_lowercase()))
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Real messages, as onnxruntime 1.31's CUDA provider, its arena and cuDNN 9 word them.
+    #[test]
+    fn out_of_memory_messages_are_recognised() {
+        let oom = [
+            "onnxruntime: Non-zero status code returned while running Conv node. Name:'/G/conv' Status Message: \
+             CUDNN failure 5003: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ; GPU=0 ; hostname=h ; \
+             file=conv.cc ; line=412 ; expr=cudnnFindConvolutionForwardAlgorithmEx(...)",
+            "CUDNN failure 5002: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ; GPU=0",
+            "onnxruntime: /onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:359 void* \
+             onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*, bool, \
+             onnxruntime::WaitNotificationFn) Available memory of 1073741824 is smaller than requested bytes of \
+             2147483648",
+            "CUDA failure 2: out of memory ; GPU=0 ; hostname=h ; file=cuda_allocator.cc ; line=48 ; \
+             expr=cudaMalloc((void**)&p, size);",
+            "CUDA error cudaErrorMemoryAllocation:out of memory",
+            "Failed to allocate memory for requested buffer of size 8589934592",
+            "CUBLAS failure 3: CUBLAS_STATUS_ALLOC_FAILED",
+            "CUDNN failure 2: CUDNN_STATUS_ALLOC_FAILED",
+            "CUDA error: Out Of Memory",
+        ];
+        for msg in oom {
+            assert!(is_out_of_memory(msg), "not recognised: {msg}");
+            assert!(matches!(
+                Error::graph_or_oom(GraphKind::Backbone, msg.into()),
+                Error::OutOfMemory { .. }
+            ));
+        }
+        let other = [
+            "CUDNN failure 3000: CUDNN_STATUS_NOT_SUPPORTED",
+            "CUDA failure 700: an illegal memory access was encountered",
+            "Invalid input name: image",
+        ];
+        for msg in other {
+            assert!(!is_out_of_memory(msg), "wrongly taken for out of memory: {msg}");
+            assert!(matches!(
+                Error::graph_or_oom(GraphKind::Backbone, msg.into()),
+                Error::Graph { .. }
+            ));
+        }
+    }
+}
