@@ -1,4 +1,5 @@
-//! ONNX graph rewrites applied when a GPU session is built, for ops that an execution provider runs slowly.
+//! ONNX graph rewrites applied when a GPU session is built, for ops that an execution provider runs slowly
+//! or patterns it must see.
 //!
 //! onnxruntime's CUDA provider runs `ReduceL2` through cuDNN's generic tensor reduction. On DIRformer's L2
 //! normalisation of q and k over H·W (128 rows of 65,536 values at LR 256) that took 5.5 ms against PyTorch's
@@ -10,6 +11,7 @@ use prost::Message;
 use tract_onnx::pb::{self, AttributeProto, NodeProto, TensorProto};
 
 const INT64: i32 = 7;
+const ATTR_INT: i32 = 2;
 const ATTR_INTS: i32 = 7;
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
@@ -100,11 +102,124 @@ pub fn reduce_l2_as_sum_of_squares(onnx: &[u8]) -> Result<Option<Vec<u8>>, Strin
     Ok(Some(model.encode_to_vec()))
 }
 
+/// The float32 values of an initializer (`float_data`, or little-endian `raw_data`).
+fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+    const FLOAT: i32 = 1;
+    if t.data_type != FLOAT {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    t.raw_data.len().is_multiple_of(4).then(|| {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+}
+
+/// Whether a `Conv` node's attributes leave it a plain 1×1 convolution (stride 1, no padding, one group).
+fn plain_pointwise(n: &NodeProto) -> bool {
+    n.attribute.iter().all(|a| match a.name.as_str() {
+        "kernel_shape" | "strides" | "dilations" => a.ints.iter().all(|&v| v == 1),
+        "pads" => a.ints.iter().all(|&v| v == 0),
+        "group" => a.i == 1,
+        "auto_pad" => a.s.is_empty() || a.s == b"NOTSET" || a.s == b"VALID",
+        _ => false,
+    })
+}
+
+/// Undo the export-time rewrite `channel_means_as_conv` (export/diffir_export/graph_opt.py): every 1×1
+/// `Conv` without bias whose weight is 1 × C × 1 × 1 of the value 1/C becomes `ReduceMean(axes=[1],
+/// keepdims=1)` again. TensorRT keeps a LayerNorm in fp32 under fp16 (`trt_layer_norm_fp32_fallback`) by
+/// finding its `Pow` → `ReduceMean` pattern, which the export rewrite hides; the CPU speed it bought does not
+/// matter on TensorRT. Returns the new model bytes, or None when there is nothing to undo.
+pub fn channel_means_as_reduce_mean(onnx: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut model = pb::ModelProto::decode(onnx).map_err(|e| format!("not a readable ONNX model: {e}"))?;
+    let opset = opset(&model);
+    let Some(graph) = model.graph.as_mut() else {
+        return Err("the model has no graph".into());
+    };
+    let mean_weights: std::collections::HashSet<String> = graph
+        .initializer
+        .iter()
+        .filter(|t| {
+            let c = match t.dims.as_slice() {
+                [1, c, 1, 1] if *c > 0 => *c as f32,
+                _ => return false,
+            };
+            float_values(t).is_some_and(|v| v.len() == c as usize && v.iter().all(|&w| (w * c - 1.0).abs() <= 1e-6))
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    let is_mean = |n: &NodeProto| {
+        n.op_type == "Conv"
+            && n.domain.is_empty()
+            && n.input.len() == 2
+            && mean_weights.contains(&n.input[1])
+            && plain_pointwise(n)
+    };
+    if !graph.node.iter().any(is_mean) {
+        return Ok(None);
+    }
+    let axes_name = "diffir_rewrite/channel_axis".to_string();
+    let mut used = std::collections::HashSet::new();
+    let mut nodes = Vec::with_capacity(graph.node.len());
+    for n in std::mem::take(&mut graph.node) {
+        if !is_mean(&n) {
+            used.extend(n.input.iter().cloned());
+            nodes.push(n);
+            continue;
+        }
+        let mut attributes = vec![AttributeProto {
+            name: "keepdims".into(),
+            r#type: ATTR_INT,
+            i: 1,
+            ..Default::default()
+        }];
+        let mut inputs = vec![n.input[0].clone()];
+        if opset >= 18 {
+            // ReduceMean takes its axes as an input from opset 18 on.
+            inputs.push(axes_name.clone());
+        } else {
+            attributes.push(AttributeProto {
+                name: "axes".into(),
+                r#type: ATTR_INTS,
+                ints: vec![1],
+                ..Default::default()
+            });
+        }
+        let mut mean = node(
+            "ReduceMean",
+            format!("{}/as_reduce_mean", n.name),
+            inputs,
+            n.output[0].clone(),
+            attributes,
+        );
+        mean.output = n.output.clone();
+        nodes.push(mean);
+    }
+    graph.node = nodes;
+    // The mean weights no other node reads go.
+    graph
+        .initializer
+        .retain(|t| !mean_weights.contains(&t.name) || used.contains(&t.name));
+    if opset >= 18 {
+        graph.initializer.push(TensorProto {
+            dims: vec![1],
+            data_type: INT64,
+            int64_data: vec![1],
+            name: axes_name,
+            ..Default::default()
+        });
+    }
+    Ok(Some(model.encode_to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ATTR_INT: i32 = 2;
 
     fn reduce_l2_model(opset: i64, axes_as_input: bool) -> Vec<u8> {
         let mut n = node("ReduceL2", "l2".into(), vec!["x".into()], "y".into(), vec![]);

@@ -56,3 +56,77 @@ fn rewritten_backbone_matches_the_exported_one() {
     }
     assert!(checked >= 5, "tract runs everywhere");
 }
+
+/// The op types of a graph's nodes, and for each `ReduceMean` the op that produces its input.
+fn reduce_mean_sources(onnx: &[u8]) -> (usize, Vec<String>, usize) {
+    use prost::Message;
+    let model = tract_onnx::pb::ModelProto::decode(onnx).unwrap();
+    let g = model.graph.unwrap();
+    let producer = |tensor: &str| {
+        g.node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == tensor))
+            .map_or("(graph input)".to_string(), |n| n.op_type.clone())
+    };
+    let means: Vec<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "ReduceMean")
+        .map(|n| producer(&n.input[0]))
+        .collect();
+    let convs = g.node.iter().filter(|n| n.op_type == "Conv").count();
+    (means.len(), means, convs)
+}
+
+/// The defect: `trt_layer_norm_fp32_fallback` finds LayerNorms by their Pow → ReduceMean pattern, and the
+/// export-time rewrite had turned those ReduceMeans into convolutions, so TensorRT fp16 ran LayerNorm in fp16.
+/// The graph handed to TensorRT has the pattern again, and computes the same outputs.
+#[test]
+fn the_graph_tensorrt_gets_has_the_layer_norm_pattern() {
+    use diffir::internal::backend::ort::{for_provider, Provider};
+    let opts = EngineOptions {
+        threads: 1,
+        workers: 1,
+        ..Default::default()
+    };
+    let mut bundles: Vec<(String, Bundle)> = vec![("built-in".into(), Bundle::builtin().unwrap())];
+    for name in ["sr_x4", "deblur"] {
+        bundles.push((name.into(), Bundle::load(bundles_dir().join(name)).unwrap()));
+    }
+    for (name, original) in bundles {
+        let plain = &original.graph(GraphKind::Backbone).bytes;
+        let (before, _, convs_before) = reduce_mean_sources(plain);
+        assert_eq!(before, 0, "{name}: the committed bundles carry the export-time rewrite");
+        let trt = for_provider(&original, Provider::TensorRt).unwrap();
+        let (means, sources, convs) = reduce_mean_sources(&trt.graph(GraphKind::Backbone).bytes);
+        assert!(means > 0, "{name}: no ReduceMean in the TensorRT graph");
+        assert_eq!(means % 2, 0, "{name}: each LayerNorm takes two means: {sources:?}");
+        assert_eq!(
+            sources.iter().filter(|s| *s == "Pow").count(),
+            means / 2,
+            "{name}: every variance must read a Pow: {sources:?}"
+        );
+        assert_eq!(convs, convs_before - means, "{name}: only the mean convolutions go");
+        // CUDA keeps the rewritten graph (its convolutions are fast there).
+        let cuda = for_provider(&original, Provider::Cuda).unwrap();
+        assert_eq!(
+            reduce_mean_sources(&cuda.graph(GraphKind::Backbone).bytes).0,
+            0,
+            "{name}"
+        );
+        // The same outputs on the CPU.
+        let c = original.spec.input_channels;
+        let m = original.spec.size_multiple;
+        let (h, w) = (2 * m, 3 * m);
+        let image: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let ipr: Vec<f32> = (0..original.ipr_dim()).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let inputs = [Input::F32(&[1, c, h, w], &image), Input::F32(&[1, ipr.len()], &ipr)];
+        let (a, _) = backend::select(BackendKind::Tract, &original, &opts).unwrap();
+        let (b, _) = backend::select(BackendKind::Tract, &trt, &opts).unwrap();
+        let d = max_abs_diff(
+            &a.run(GraphKind::Backbone, &inputs).unwrap().data,
+            &b.run(GraphKind::Backbone, &inputs).unwrap().data,
+        );
+        assert!(d <= tol::ENGINES, "{name}: max |diff| {d:e}");
+    }
+}
