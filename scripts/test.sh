@@ -37,6 +37,8 @@ echo "== python: ruff + pytest"
 
 echo "== exporting the official fixtures for the Rust tests (cached per exporter version)"
 "$PY" scripts/export_official.py
+echo "== exporting real-size models with random weights for the activation tests (cached)"
+"$PY" scripts/export_random.py
 
 echo "== rust: fmt, clippy, tests"
 cargo fmt --all -- --check

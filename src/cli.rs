@@ -178,6 +178,10 @@ pub struct EngineArgs {
     /// --cuda-option enable_cuda_graph=1). Not yet run on a GPU.
     #[arg(long)]
     pub cuda_graph: bool,
+    /// Exit with an error (code 2) instead of running anywhere but an NVIDIA GPU: where the CUDA provider
+    /// cannot start, `auto` would run on the CPU (with a warning where this machine has a GPU).
+    #[arg(long)]
+    pub require_gpu: bool,
     /// The Triton server of --backend triton: grpc://HOST:PORT (giving it implies --backend triton).
     #[arg(long, value_name = "URL")]
     pub triton_url: Option<String>,
@@ -281,6 +285,7 @@ impl EngineArgs {
             cuda_options: self.cuda_options(),
             ep_options: self.ep_options.clone(),
             ep_library: self.ep_library.clone(),
+            require_gpu: self.require_gpu,
             triton: if kind == BackendKind::Triton {
                 Some(self.triton_options()?)
             } else {
@@ -771,6 +776,21 @@ fn onnxruntime_devices() -> String {
     out
 }
 
+/// The activation line of `diffir info`: the peak memory of one backbone call's activations at `tile`
+/// (input pixels, rounded to the size multiple), `batch` tiles per call and `precision`, from the graph.
+fn activations_line(bundle: &Bundle, tile: usize, batch: usize, precision: Precision) -> String {
+    let m = bundle.spec.size_multiple.max(1);
+    let t = tile.div_ceil(m) * m;
+    match crate::activations::backbone(bundle, batch, (t, t), precision) {
+        Ok(p) => format!(
+            "activations: {:.0} MiB (one backbone call of {batch} tile(s) of {t}x{t}, {precision}; peak at {})\n",
+            p.bytes as f64 / (1u64 << 20) as f64,
+            p.at
+        ),
+        Err(e) => format!("activations: unknown ({e})\n"),
+    }
+}
+
 /// `diffir info`.
 pub fn info(args: &InfoArgs) -> Result<String> {
     let bundle = args.model.bundle()?;
@@ -785,9 +805,42 @@ pub fn info(args: &InfoArgs) -> Result<String> {
             .join(", ")
     );
     out += &onnxruntime_devices();
+    let kind = args.engine.kind()?;
+    if matches!(
+        kind,
+        BackendKind::OrtCuda | BackendKind::OrtTensorrt | BackendKind::Auto | BackendKind::Ort
+    ) {
+        for line in crate::gpus::Devices::probe().describe() {
+            out += &format!("gpu:            {line}\n");
+        }
+    }
+    if matches!(kind, BackendKind::OrtCuda | BackendKind::OrtTensorrt) {
+        if let Some(lib) = crate::backend::ort::library_path() {
+            for line in crate::backend::cuda_libs::preload(&lib).lines() {
+                out += &format!("{line}\n");
+            }
+        }
+    }
     if args.engine.backend.is_some() || args.engine.triton_url.is_some() {
-        let pipeline = args.engine.pipeline(bundle)?;
-        out += &format!("{}\n", pipeline.backend_line());
+        let options = args.engine.options()?;
+        let (tile, batch) = match options.tile {
+            TileRequest::Pixels(t) => (t, options.tile_batch.unwrap_or(1)),
+            _ => (crate::pipeline::DEFAULT_TILE, options.tile_batch.unwrap_or(1)),
+        };
+        out += &activations_line(&bundle, tile, batch, options.precision);
+        match args.engine.pipeline(bundle) {
+            Ok(pipeline) => {
+                out += &format!("runs on:        {}\n", pipeline.runs_on());
+                out += &format!("{}\n", pipeline.backend_line());
+            }
+            Err(e) => {
+                // What was learnt so far still helps to see why.
+                print!("{out}");
+                return Err(e);
+            }
+        }
+    } else {
+        out += &activations_line(&bundle, crate::pipeline::DEFAULT_TILE, 1, Precision::Fp32);
     }
     Ok(out)
 }

@@ -1,6 +1,8 @@
 //! The modules the public API is built from, reachable for the crate's own tests, benches, fuzz targets and
 //! command line. **Not a stable API**: use the items the crate root re-exports.
 
+#[path = "activations.rs"]
+pub mod activations;
 #[path = "backend/mod.rs"]
 pub mod backend;
 #[path = "bench.rs"]
@@ -11,6 +13,8 @@ pub mod builtin;
 pub mod bundle;
 #[path = "error.rs"]
 pub mod error;
+#[path = "gpus.rs"]
+pub mod gpus;
 #[path = "graph_rewrite.rs"]
 pub mod graph_rewrite;
 #[path = "image_io.rs"]

@@ -32,8 +32,8 @@ pub mod internal;
 // The crate's own paths (crate::backend, ...) stay short; some are used by the command line only.
 #[allow(unused_imports)]
 use internal::{
-    backend, bench, builtin, bundle, error, graph_rewrite, image_io, models, options, pipeline, plan, preprocess,
-    sampler, schedule, serve, tiling, triton,
+    activations, backend, bench, builtin, bundle, error, gpus, graph_rewrite, image_io, models, options, pipeline,
+    plan, preprocess, sampler, schedule, serve, tiling, triton,
 };
 
 pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};

@@ -75,6 +75,9 @@ pub struct RestoreOptions {
     pub ep_library: Option<std::path::PathBuf>,
     /// The Triton server for [`BackendKind::Triton`]. Default: None.
     pub triton: Option<TritonOptions>,
+    /// Fail to open unless the work runs on an NVIDIA GPU (CUDA or TensorRT). Default: false (`auto` runs
+    /// on the CPU when the CUDA provider cannot start, warning where this machine has a GPU).
+    pub require_gpu: bool,
 }
 
 impl Default for RestoreOptions {
@@ -96,6 +99,7 @@ impl Default for RestoreOptions {
             ep_options: vec![],
             ep_library: None,
             triton: None,
+            require_gpu: false,
         }
     }
 }
@@ -107,6 +111,7 @@ impl RestoreOptions {
             cuda: self.cuda_options.clone(),
             ep: self.ep_options.clone(),
             ep_library: self.ep_library.clone(),
+            require_gpu: self.require_gpu,
         }
     }
 

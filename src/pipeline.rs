@@ -58,11 +58,16 @@ pub struct Pipeline {
     engine: Box<dyn Engine>,
     backend_line: String,
     backend_summary: String,
+    /// What runs, in a few words ("onnxruntime CUDA", "tract"): the provider that started, not the one asked.
+    runs_on: String,
     plan: Plan,
     /// Runs tiles in parallel when more than one worker is configured.
     pool: Option<rayon::ThreadPool>,
     /// The options it was opened with ([`Pipeline::open`]); defaults otherwise.
     options: crate::options::RestoreOptions,
+    /// (tiles per batch, tile) after running out of memory: later restores start from there instead of
+    /// the plan, so one out-of-memory error is not met again by every image.
+    reduced: std::sync::Mutex<Option<(usize, usize)>>,
 }
 
 /// Where the time of one restore went.
@@ -262,8 +267,10 @@ impl Pipeline {
 
     /// A pipeline on a started backend, with its plan and its backend lines.
     fn from_started(bundle: Bundle, started: backend::Started) -> Result<Pipeline> {
+        let runs_on = started.runs_on();
         let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
         p.backend_summary = started.summary;
+        p.runs_on = runs_on;
         Ok(p)
     }
 
@@ -304,14 +311,17 @@ impl Pipeline {
         } else {
             None
         };
+        let runs_on = engine.describe();
         Ok(Pipeline {
             bundle,
             engine,
+            runs_on,
             backend_summary: backend_line.clone(),
             backend_line,
             plan,
             pool,
             options: Default::default(),
+            reduced: std::sync::Mutex::new(None),
         })
     }
 
@@ -354,6 +364,12 @@ impl Pipeline {
     /// One short line: the backend, its plan, and in a few words why.
     pub fn backend_summary(&self) -> &str {
         &self.backend_summary
+    }
+
+    /// What runs, in a few words ("onnxruntime CUDA", "onnxruntime CPU", "tract", "Triton"): the provider
+    /// that started, which `auto` may have chosen over the one preferred.
+    pub fn runs_on(&self) -> &str {
+        &self.runs_on
     }
 
     /// How 8-bit outputs are quantised for this model's task.
@@ -526,6 +542,8 @@ impl Pipeline {
         };
         self.check_inputs(image, mask)?;
         check()?;
+        let (tiling, mut batch) = self.after_reductions(tiling);
+        let tiling = &tiling;
         let spec = &self.bundle.spec;
         let mut timings = Timings::default();
         let mut watch = Stopwatch(Instant::now());
@@ -566,9 +584,9 @@ impl Pipeline {
         let (oh, ow) = (image.height * s, image.width * s);
         let composite = mask.map(|m| (image, m));
         let multiple = spec.size_multiple;
-        // Out of memory: halve the batch, then the tile, and go again (the prior stays the same).
+        // Out of memory: halve the batch, then the tile, and go again (the prior stays the same); fixed-shape
+        // engines rebuild their sessions at the smaller shape, and later restores start from it.
         let mut tiling = if whole { Tiling::WHOLE } else { *tiling };
-        let mut batch = self.plan.tile_batch.max(1);
         let mut notes = vec![];
         let (image_out, tiles, fp32_redos) = loop {
             let attempt = if tiling.tile_shape(multiple).is_none_or(|(th, tw)| hp <= th && wp <= tw) {
@@ -598,25 +616,31 @@ impl Pipeline {
                 Ok(done) => break done,
                 Err(Error::OutOfMemory { msg, .. }) => {
                     let tile = if tiling.tile == 0 { hp.max(wp) } else { tiling.tile };
-                    let change = if batch > 1 {
-                        batch /= 2;
-                        format!("{batch} tile(s) per batch")
-                    } else if tile > multiple {
-                        tiling.tile = (tile / 2).div_ceil(multiple) * multiple;
-                        tiling.overlap = tiling.overlap.min(tiling.tile / 2);
-                        format!("tile {}", tiling.tile)
-                    } else {
+                    let Some((smaller_batch, smaller_tile)) = crate::plan::shrink(batch, tile, multiple) else {
                         return Err(Error::OutOfMemory {
                             graph: GraphKind::Backbone,
                             msg: format!("{msg} (even one tile of {tile} pixels does not fit)"),
                         });
                     };
+                    let change = if smaller_batch < batch {
+                        batch = smaller_batch;
+                        format!("{batch} tile(s) per batch")
+                    } else {
+                        tiling.tile = smaller_tile;
+                        tiling.overlap = tiling.overlap.min(tiling.tile / 2);
+                        format!("tile {}", tiling.tile)
+                    };
                     notes.push(format!("out of memory ({msg}); retrying with {change}"));
+                    if self.engine.fixed_batch(GraphKind::Backbone).is_some() {
+                        self.engine.resize(batch, tiling.tile_shape(multiple))?;
+                    }
+                    *self.reduced.lock().unwrap_or_else(|e| e.into_inner()) = Some((batch, tiling.tile));
                     lap(&mut timings.backbone);
                 }
                 Err(e) => return Err(e),
             }
         };
+        notes.extend(self.engine.take_notes());
         lap(&mut timings.assemble);
         Ok(Restored {
             image: image_out,
@@ -628,6 +652,20 @@ impl Pipeline {
             notes,
             timings,
         })
+    }
+
+    /// `tiling` and the plan's tiles per batch, lowered to what an earlier out-of-memory retry settled on.
+    fn after_reductions(&self, tiling: &Tiling) -> (Tiling, usize) {
+        let mut tiling = *tiling;
+        let mut batch = self.plan.tile_batch.max(1);
+        if let Some((reduced_batch, reduced_tile)) = *self.reduced.lock().unwrap_or_else(|e| e.into_inner()) {
+            batch = batch.min(reduced_batch);
+            if reduced_tile > 0 && (tiling.tile == 0 || reduced_tile < tiling.tile) {
+                tiling.tile = reduced_tile;
+                tiling.overlap = tiling.overlap.min(reduced_tile / 2);
+            }
+        }
+        (tiling, batch)
     }
 
     /// The backbone over fixed-shape tiles, `batch` tiles per call and the pool's workers at once, blended

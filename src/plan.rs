@@ -15,9 +15,14 @@ pub const GPU_FALLBACK_TILE: usize = 256;
 pub const GPU_MAX_TILE: usize = 512;
 /// Largest batch `--tile auto` picks.
 pub const GPU_MAX_TILE_BATCH: usize = 8;
-/// Share of a device's free memory `--tile auto` plans to use (onnxruntime's arena rounds allocations up,
-/// and cuDNN takes workspaces of its own).
-pub const GPU_MEMORY_SHARE: f64 = 0.5;
+/// Share of a device's free memory `--tile auto` plans to use: the rest is for the weights, the CUDA
+/// context and the other sessions of the engine (the fp32 redo, images smaller than one tile).
+pub const GPU_MEMORY_SHARE: f64 = 0.7;
+/// What a GPU backbone call needs beyond its activations ([`crate::activations`]), as a factor on them:
+/// cuDNN's convolution workspaces (the fastest algorithms take up to the size of a layer's output) and the
+/// CUDA arena's rounding of large blocks to powers of two. Not yet measured on a GPU; scripts/gpu-check.sh
+/// prints the peak device memory `--tile auto` reached, to set it from.
+pub const GPU_WORKSPACE_MARGIN: f64 = 1.6;
 
 /// Share of the machine's available memory a CPU plan budgets for when `--max-memory` is not given.
 pub const CPU_MEMORY_SHARE: f64 = 0.5;
@@ -27,10 +32,12 @@ pub const CPU_MEMORY_SHARE: f64 = 0.5;
 pub const CPU_SESSION_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
 /// See [`CPU_SESSION_BYTES`].
 pub const CPU_SESSION_WEIGHT_SHARE: f64 = 0.2;
-/// Measured peak memory of one CPU backbone run over the float32 values of [`cpu_activation_values`]: the
-/// allocator's rounding and the convolutions' working buffers (1.9 on the built-in model and on a
-/// real-size realsr_x2, tiles 64 and 128).
-pub const CPU_ACTIVATION_FACTOR: f64 = 2.0;
+/// What one CPU backbone run holds beyond its activations ([`crate::activations`]), as a factor on them:
+/// glibc's heap keeps the blocks of freed tensors, which later, larger tensors cannot always reuse. A
+/// process held 1.45–2.52x the graph's peak (the built-in model, real-size realsr_x2 and deblur_gopro, tiles
+/// 64–128; tests/it/activations.rs measures the graph's peak itself with that effect removed), so the
+/// per-worker budget covers what a worker was measured to add (tests/it/memory.rs).
+pub const CPU_ACTIVATION_MARGIN: f64 = 2.6;
 
 /// The tile size asked for (`--tile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,52 +106,20 @@ pub struct Plan {
     pub note: Option<String>,
 }
 
-/// Bytes of device memory one backbone input pixel needs, estimated from the bundle's widths.
-///
-/// The estimate counts the float32 activations alive at the backbone's widest point: the level-1 features
-/// (dim channels at full resolution) held for the skip connection, plus one transformer block's working set
-/// (LayerNorm output, q/k/v at 3·dim, the FFN's two hidden halves at 2·ffn·dim), times a factor of 2 for the
-/// convolution workspaces and the arena's rounding. For x2/x1 models G works on unshuffled inputs
-/// (1/4 and 1/16 of the pixels at 4x and 16x the channels: the same count). The output image (3·s² values
-/// per pixel) comes on top.
-pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> f64 {
-    let m = &bundle.spec.model;
-    let dim = m.dim as f64;
-    let ffn = m.ffn_expansion_factor;
-    let s = bundle.scale() as f64;
-    let channels = dim * (1.0 + 1.0 + 3.0 + 2.0 * ffn + 1.0) + 3.0 * s * s;
-    let bytes = match precision {
-        Precision::Fp32 => 4.0,
-        Precision::Fp16 => 2.0,
-    };
-    channels * bytes * 2.0
-}
-
-/// Float32 values alive in one CPU backbone run, per input pixel: decoder level 1 and the refinement at
-/// 2·dim channels on G's pixels (q, k, v, the FFN's two halves, input, output), and for SR the tail's
-/// features at 2·dim channels on the output's pixels (convolution output, pixel-shuffle copy, next input).
-pub fn cpu_activation_values(bundle: &Bundle) -> f64 {
-    let m = &bundle.spec.model;
-    let d2 = 2.0 * m.dim as f64;
-    let g = 1.0 / (bundle.spec.g_unshuffle() as f64).powi(2);
-    let s2 = (bundle.scale() as f64).powi(2);
-    let blocks = g * d2 * (5.0 + 2.0 * m.ffn_expansion_factor);
-    let tail = if bundle.task() == crate::bundle::Task::Sr {
-        3.0 * d2 * s2
-    } else {
-        3.0 * s2
-    };
-    blocks + tail
-}
-
 /// Estimated memory one CPU worker adds at `tile` (input pixels): its sessions (the weights are shared,
-/// crate::backend::shared_weights) and one tile's activations.
-pub fn cpu_worker_bytes(bundle: &Bundle, tile: usize) -> f64 {
+/// crate::backend::shared_weights) and one tile's activations (crate::activations, from the graph).
+pub fn cpu_worker_bytes(bundle: &Bundle, tile: usize) -> crate::error::Result<f64> {
     let graphs = [GraphKind::Backbone, GraphKind::CpenFeatures];
     let weights: f64 = graphs.iter().map(|&k| bundle.graph(k).bytes.len() as f64).sum();
     let sessions = graphs.len() as f64 * CPU_SESSION_BYTES + CPU_SESSION_WEIGHT_SHARE * weights;
-    let activations = (tile * tile) as f64 * cpu_activation_values(bundle) * 4.0 * CPU_ACTIVATION_FACTOR;
-    sessions + activations
+    let per_pixel = crate::activations::bytes_per_pixel(bundle, Precision::Fp32)?;
+    Ok(sessions + (tile * tile) as f64 * per_pixel * CPU_ACTIVATION_MARGIN)
+}
+
+/// Estimated device memory of one GPU backbone call: the activations of `batch` tiles of `tile` pixels
+/// (crate::activations) with [`GPU_WORKSPACE_MARGIN`].
+pub fn gpu_call_bytes(per_pixel: f64, tile: usize, batch: usize) -> f64 {
+    (tile * tile * batch) as f64 * per_pixel * GPU_WORKSPACE_MARGIN
 }
 
 /// Memory a CPU plan needs whatever its worker count: the bundle's graphs as loaded, and one shared copy of
@@ -204,7 +179,8 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-fn gib(bytes: f64) -> String {
+/// A byte count in MiB, or GiB from 1 GiB on.
+pub fn size(bytes: f64) -> String {
     if bytes >= (1u64 << 30) as f64 {
         format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
     } else {
@@ -258,19 +234,28 @@ impl Plan {
             };
             // Each worker holds a tile's activations and its sessions: as many as the memory budget fits.
             let budget = match (req.max_memory, available) {
-                (Some(m), _) => Some((m as f64, format!("--max-memory {}", gib(m as f64)))),
+                (Some(m), _) => Some((m as f64, format!("--max-memory {}", size(m as f64)))),
                 (None, Some(a)) => Some((
                     a as f64 * CPU_MEMORY_SHARE,
-                    format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, gib(a as f64)),
+                    format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, size(a as f64)),
                 )),
                 (None, None) => None,
             };
-            if let (Some((budget, what)), true) = (budget, tile > 0) {
-                let per = cpu_worker_bytes(bundle, round(tile));
+            let per = match (&budget, tile > 0) {
+                (Some(_), true) => match cpu_worker_bytes(bundle, round(tile)) {
+                    Ok(per) => Some(per),
+                    Err(e) => {
+                        notes.push(format!("no memory budget: {e}"));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let (Some((budget, what)), Some(per)) = (budget, per) {
                 let fixed = cpu_fixed_bytes(bundle);
                 let room = ((budget - fixed) / per).floor();
                 let fit = room.max(1.0) as usize;
-                let (per, fixed) = (gib(per), gib(fixed));
+                let (per, fixed) = (size(per), size(fixed));
                 if room < 1.0 {
                     notes.push(format!(
                         "{what} is less than one worker needs (~{per} plus {fixed} shared); using 1 worker"
@@ -317,21 +302,29 @@ impl Plan {
                             "tile {GPU_FALLBACK_TILE}: the GPU's free memory is unknown (only nvidia-smi reports it)"
                         )),
                     ),
-                    Some(free) => {
-                        let per_pixel = bytes_per_pixel(bundle, req.precision);
-                        let budget = free as f64 * GPU_MEMORY_SHARE / req.workers.unwrap_or(1).max(1) as f64;
-                        let (tile, batch) = fit_tile(budget, per_pixel, multiple, req.tile_batch);
-                        (
-                            tile,
-                            batch,
-                            Some(format!(
-                                "tile {tile} x {batch} per batch: fits {:.0}% of {:.1} GiB free at ~{:.0} B/pixel",
-                                GPU_MEMORY_SHARE * 100.0,
-                                free as f64 / (1u64 << 30) as f64,
-                                per_pixel
-                            )),
-                        )
-                    }
+                    Some(free) => match crate::activations::bytes_per_pixel(bundle, req.precision) {
+                        Ok(per_pixel) => {
+                            let budget = free as f64 * GPU_MEMORY_SHARE / req.workers.unwrap_or(1).max(1) as f64;
+                            let (tile, batch) = fit_tile(budget, per_pixel, multiple, req.tile_batch);
+                            (
+                                tile,
+                                batch,
+                                Some(format!(
+                                    "tile {tile} x {batch} per batch: ~{} of the {:.0}% of {} free it plans for \
+                                     ({:.0} B of activations per pixel, x{GPU_WORKSPACE_MARGIN} for workspaces)",
+                                    size(gpu_call_bytes(per_pixel, tile, batch)),
+                                    GPU_MEMORY_SHARE * 100.0,
+                                    size(free as f64),
+                                    per_pixel
+                                )),
+                            )
+                        }
+                        Err(e) => (
+                            GPU_FALLBACK_TILE,
+                            req.tile_batch.unwrap_or(1),
+                            Some(format!("tile {GPU_FALLBACK_TILE}: {e}")),
+                        ),
+                    },
                 }
             }
         };
@@ -355,10 +348,24 @@ impl Plan {
     }
 }
 
+/// The next smaller (tiles per batch, tile) after running out of memory: half the batch while it holds more
+/// than one tile, else half the tile (rounded up to `multiple`); None when one tile of `multiple` pixels
+/// is already the least there is. The one rule for the warm-up's re-plan and for the pipeline's retry.
+pub fn shrink(batch: usize, tile: usize, multiple: usize) -> Option<(usize, usize)> {
+    let multiple = multiple.max(1);
+    if batch > 1 {
+        Some((batch / 2, tile))
+    } else if tile > multiple {
+        Some((1, (tile / 2).div_ceil(multiple) * multiple))
+    } else {
+        None
+    }
+}
+
 /// The largest tile (a multiple of `multiple`, at most GPU_MAX_TILE) and then the largest batch (at most
-/// GPU_MAX_TILE_BATCH, or `batch` when given) whose activations fit `budget` bytes.
+/// GPU_MAX_TILE_BATCH, or `batch` when given) whose call ([`gpu_call_bytes`]) fits `budget` bytes.
 pub fn fit_tile(budget: f64, per_pixel: f64, multiple: usize, batch: Option<usize>) -> (usize, usize) {
-    let fits = |tile: usize, b: usize| (tile * tile * b) as f64 * per_pixel <= budget;
+    let fits = |tile: usize, b: usize| gpu_call_bytes(per_pixel, tile, b) <= budget;
     let mut tile = GPU_MAX_TILE / multiple * multiple;
     let want_batch = batch.unwrap_or(1).max(1);
     while tile > multiple && !fits(tile, want_batch) {
@@ -405,13 +412,15 @@ impl std::str::FromStr for DeviceList {
     }
 }
 
-/// GPU indices from `--device`: a comma-separated list, or `all` (every GPU the NVIDIA driver lists,
-/// restricted to CUDA_VISIBLE_DEVICES when set).
+/// GPU indices from `--device`: a comma-separated list, or `all` (every GPU CUDA shows this process:
+/// CUDA_VISIBLE_DEVICES's, else nvidia-smi's, else the driver's; crate::gpus).
 pub fn parse_devices(s: &str) -> Result<Vec<i32>, String> {
     if s.trim() == "all" {
-        let n = visible_gpus();
+        let n = crate::gpus::Devices::probe().count();
         if n == 0 {
-            return Err("--device all: no NVIDIA GPU is visible (/proc/driver/nvidia/gpus is empty or absent)".into());
+            return Err(
+                "--device all: no NVIDIA GPU is visible (nvidia-smi lists none, and there is no /dev/nvidia0)".into(),
+            );
         }
         return Ok((0..n as i32).collect());
     }
@@ -429,35 +438,6 @@ pub fn parse_devices(s: &str) -> Result<Vec<i32>, String> {
         out.push(d);
     }
     Ok(out)
-}
-
-/// How many GPUs CUDA will show this process.
-fn visible_gpus() -> usize {
-    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
-        return v
-            .split(',')
-            .filter(|s| !s.trim().is_empty() && s.trim() != "-1")
-            .count();
-    }
-    std::fs::read_dir("/proc/driver/nvidia/gpus").map_or(0, |d| d.count())
-}
-
-/// Free memory of a GPU in bytes, as `nvidia-smi` reports it; None where it cannot be asked.
-pub fn nvidia_free_bytes(device: i32) -> Option<u64> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=memory.free",
-            "--format=csv,noheader,nounits",
-            "-i",
-            &device.to_string(),
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let mib: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    Some(mib << 20)
 }
 
 #[cfg(test)]
@@ -536,7 +516,7 @@ mod tests {
     #[test]
     fn cpu_workers_fit_the_memory_budget() {
         let b = bundle();
-        let per = cpu_worker_bytes(&b, 128);
+        let per = cpu_worker_bytes(&b, 128).unwrap();
         let fixed = cpu_fixed_bytes(&b);
         // Room for exactly three workers: three of eight start, with the threads of the others.
         let req = PlanRequest {
@@ -567,7 +547,7 @@ mod tests {
         let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(1 << 40), |_| None);
         assert_eq!((p.workers, p.note), (8, None));
         // The estimate grows with the tile's area.
-        assert!(cpu_worker_bytes(&b, 256) > 3.0 * cpu_worker_bytes(&b, 128) - 2.0 * per);
+        assert!(cpu_worker_bytes(&b, 256).unwrap() > 3.0 * per - 2.0 * per);
     }
 
     #[test]
@@ -593,16 +573,16 @@ mod tests {
     #[test]
     fn tile_auto_fits_free_memory() {
         let b = bundle();
-        let per_pixel = bytes_per_pixel(&b, Precision::Fp32);
+        let per_pixel = crate::activations::bytes_per_pixel(&b, Precision::Fp32).unwrap();
         let req = PlanRequest::default();
         // Plenty of memory: the largest tile and batch.
         let p = Plan::resolve(true, &req, &b, 4, None, |_| Some(80 << 30));
         assert_eq!((p.tile, p.tile_batch), (GPU_MAX_TILE, GPU_MAX_TILE_BATCH));
         // Room for exactly two 256² tiles in the planned share.
-        let free = (2.0 * 256.0 * 256.0 * per_pixel / GPU_MEMORY_SHARE).ceil() as u64;
+        let free = (gpu_call_bytes(per_pixel, 256, 2) / GPU_MEMORY_SHARE).ceil() as u64;
         let p = Plan::resolve(true, &req, &b, 4, None, |_| Some(free));
         assert_eq!((p.tile, p.tile_batch), (256 + 104, 1));
-        let (tile, batch) = fit_tile(2.0 * 256.0 * 256.0 * per_pixel, per_pixel, 8, Some(2));
+        let (tile, batch) = fit_tile(gpu_call_bytes(per_pixel, 256, 2), per_pixel, 8, Some(2));
         assert_eq!((tile, batch), (256, 2));
         // Unknown memory: the fallback tile, said in the note.
         let p = Plan::resolve(true, &req, &b, 4, None, |_| None);

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::plan::{Plan, PlanRequest};
 
 pub mod binding;
+pub mod cuda_libs;
 pub mod multi;
 pub mod optimised_cache;
 pub mod ort;
@@ -47,6 +48,18 @@ pub trait Engine: Send + Sync {
     /// batches are padded up to it. None: any batch.
     fn fixed_batch(&self, _graph: GraphKind) -> Option<usize> {
         None
+    }
+    /// Rebuild the fixed-shape backbone for `batch` tiles of `tile_shape` (None: the tile it has) after
+    /// running out of memory, so that smaller calls run on sessions of the smaller shape; engines without a
+    /// fixed shape have nothing to do.
+    fn resize(&self, _batch: usize, _tile_shape: Option<(usize, usize)>) -> Result<()> {
+        Ok(())
+    }
+    /// What the engine changed by itself since it was last asked (for example a CUDA graph capture that
+    /// failed and was replaced by the same session without a graph); the pipeline passes them on with the
+    /// restore's notes.
+    fn take_notes(&self) -> Vec<String> {
+        vec![]
     }
     /// The whole prior (CPEN and the reverse diffusion) in one call, for engines that run it as one graph
     /// (the Triton backend); None where the pipeline runs CPEN and the denoiser itself.
@@ -210,6 +223,9 @@ pub struct ProviderOptions {
     /// The plugin library of `ort-openvino` / `ort-webgpu` (`--ep-library`); None: looked for
     /// (crate::backend::plugin).
     pub ep_library: Option<std::path::PathBuf>,
+    /// Fail instead of running anywhere but an NVIDIA GPU (`--require-gpu`). Default: false (`auto` then
+    /// runs on the CPU when the CUDA provider cannot start, with a warning where a GPU is there).
+    pub require_gpu: bool,
 }
 
 /// A started backend: the engine, the plan it runs, and what was chosen and why.
@@ -222,6 +238,24 @@ pub struct Started {
     pub line: String,
     /// One short line: the backend, its plan, and in a few words why.
     pub summary: String,
+    /// The onnxruntime provider that runs; None for tract and Triton.
+    pub provider: Option<ort::Provider>,
+}
+
+impl Started {
+    /// What runs, in a few words: "onnxruntime CUDA", "onnxruntime CPU", "tract", "Triton".
+    pub fn runs_on(&self) -> String {
+        match self.provider {
+            Some(p) => format!("onnxruntime {}", p.name()),
+            None => self
+                .engine
+                .describe()
+                .split_whitespace()
+                .next()
+                .unwrap_or("tract")
+                .to_string(),
+        }
+    }
 }
 
 /// Start the requested backend with a plan decided for the provider that starts (a GPU gets one engine per
@@ -229,7 +263,52 @@ pub struct Started {
 ///
 /// `auto` tries TensorRT, CUDA, onnxruntime CPU, then tract, and says why it skipped each; an explicitly
 /// requested backend that cannot start is an error.
+///
+/// Where this machine has an NVIDIA GPU but `auto` (or `ort`) starts elsewhere, the summary carries one
+/// warning line that says why the CUDA provider did not start and how to fix it; with
+/// [`ProviderOptions::require_gpu`] that is an error instead.
 pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &ProviderOptions) -> Result<Started> {
+    let mut cuda_failed = None;
+    let mut started = start_any(kind, bundle, req, provider, &mut cuda_failed)?;
+    let on_gpu = started.provider.is_some_and(|p| p.needs_gpu_package());
+    if on_gpu {
+        return Ok(started);
+    }
+    let devices = matches!(kind, BackendKind::Auto | BackendKind::Ort).then(crate::gpus::Devices::probe);
+    match devices.filter(|d| d.any()) {
+        Some(devices) => {
+            let why = cuda_failed
+                .unwrap_or_else(|| "the CUDA provider was not tried".into())
+                .replace('\n', " ");
+            let line = format!(
+                "this machine has an NVIDIA GPU ({}) but runs on {}: CUDA did not start: {why}",
+                devices.name(0),
+                started.runs_on()
+            );
+            if provider.require_gpu {
+                return Err(Error::Backend(format!("--require-gpu: {line}")));
+            }
+            started.summary += &format!("\nwarning: {line}");
+            started.line += &format!("\nwarning: {line}");
+            Ok(started)
+        }
+        None if provider.require_gpu => Err(Error::Backend(format!(
+            "--require-gpu: runs on {}, not on an NVIDIA GPU{}",
+            started.runs_on(),
+            cuda_failed.map_or(String::new(), |why| format!(" (CUDA did not start: {why})"))
+        ))),
+        None => Ok(started),
+    }
+}
+
+/// `start` without the GPU check: `cuda_failed` gets why the CUDA provider did not start, where it was tried.
+fn start_any(
+    kind: BackendKind,
+    bundle: &Bundle,
+    req: &PlanRequest,
+    provider: &ProviderOptions,
+    cuda_failed: &mut Option<String>,
+) -> Result<Started> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let available = crate::plan::available_memory();
     let tract = |why: String| -> Result<Started> {
@@ -257,6 +336,7 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
             plan,
             line,
             summary,
+            provider: None,
         })
     };
     if kind == BackendKind::Triton {
@@ -271,6 +351,7 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
     };
     let gpu_only = providers.iter().all(|p| p.needs_gpu_package());
     if let Err(e) = ort::load(gpu_only) {
+        *cuda_failed = Some(format!("{e}; for the GPU, {}", ort::GPU_INSTALL_HINT));
         return match kind {
             BackendKind::Auto => tract(format!(" (onnxruntime unavailable: {e})")),
             _ => Err(e),
@@ -282,28 +363,29 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
             plugin::register(plugin, Some(path))?;
         }
         if let Some(why) = ort::provider_unavailable(p, &provider.ep) {
+            if p == ort::Provider::Cuda {
+                *cuda_failed = Some(why.clone());
+            }
             notes.push(why);
             continue;
         }
         // Only NVIDIA GPUs say how much memory is free (nvidia-smi); a WebGPU plan uses the fallback tile.
-        let gpu_free: fn(i32) -> Option<u64> = if p.needs_gpu_package() {
-            crate::plan::nvidia_free_bytes
-        } else {
-            |_| None
-        };
+        let devices = p.needs_gpu_package().then(crate::gpus::Devices::probe);
+        let gpu_free = |d: i32| devices.as_ref().and_then(|g| g.free_bytes(d));
         let plan = Plan::resolve(p.is_gpu(), req, bundle, cores, available, gpu_free);
-        let engines = plan
-            .devices
-            .iter()
-            .copied()
-            .chain(plan.devices.is_empty().then_some(0))
-            .map(|device| {
-                let opts = EngineOptions::from_plan(&plan, device, bundle, provider);
-                ort::OrtEngine::start(bundle, &opts, p).map(|e| Box::new(e) as Box<dyn Engine>)
-            })
-            .collect::<Result<Vec<_>>>();
+        let engines = start_fitting(plan, bundle.spec.size_multiple, |plan| {
+            plan.devices
+                .iter()
+                .copied()
+                .chain(plan.devices.is_empty().then_some(0))
+                .map(|device| {
+                    let opts = EngineOptions::from_plan(plan, device, bundle, provider);
+                    ort::OrtEngine::start(bundle, &opts, p).map(|e| Box::new(e) as Box<dyn Engine>)
+                })
+                .collect::<Result<Vec<_>>>()
+        });
         match engines {
-            Ok(mut engines) => {
+            Ok((mut engines, plan)) => {
                 let engine = if engines.len() == 1 {
                     engines.pop().expect("one engine")
                 } else {
@@ -319,7 +401,7 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
                 if let Some(n) = plan
                     .note
                     .as_ref()
-                    .filter(|n| n.contains("--threads") || n.contains("--workers"))
+                    .filter(|n| n.contains("--threads") || n.contains("--workers") || n.contains(REPLANNED))
                 {
                     summary += &format!(" ({n})");
                 }
@@ -339,9 +421,15 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
                     plan,
                     line,
                     summary,
+                    provider: Some(p),
                 });
             }
-            Err(e) => notes.push(format!("{}: {e}", p.name())),
+            Err(e) => {
+                if p == ort::Provider::Cuda {
+                    *cuda_failed = Some(format!("{e} (`diffir info --backend ort-cuda` lists its libraries)"));
+                }
+                notes.push(format!("{}: {e}", p.name()))
+            }
         }
     }
     if kind == BackendKind::Auto {
@@ -351,6 +439,49 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
         "onnxruntime could not start: {}",
         notes.join("; ")
     )))
+}
+
+/// The words a plan note uses for a re-plan at start-up (the summary line keeps such notes).
+const REPLANNED: &str = "re-planned";
+
+/// Start with `plan`; where the start (a GPU engine's warm-up on the planned batch of tiles) runs out of
+/// memory, re-plan with half the batch, then half the tile ([`crate::plan::shrink`]), until it fits.
+/// Returns what started and the plan it runs, whose note says what was re-planned.
+pub fn start_fitting<E>(
+    mut plan: Plan,
+    multiple: usize,
+    mut start: impl FnMut(&Plan) -> Result<E>,
+) -> Result<(E, Plan)> {
+    let mut notes = vec![];
+    loop {
+        match start(&plan) {
+            Ok(started) => {
+                if !notes.is_empty() {
+                    let replans = notes.join("; ");
+                    plan.note = Some(match plan.note.take() {
+                        Some(n) => format!("{n}; {replans}"),
+                        None => replans,
+                    });
+                }
+                return Ok((started, plan));
+            }
+            Err(Error::OutOfMemory { graph, msg }) if plan.tile > 0 => {
+                let Some((batch, tile)) = crate::plan::shrink(plan.tile_batch, plan.tile, multiple) else {
+                    return Err(Error::OutOfMemory {
+                        graph,
+                        msg: format!("{msg} (even one tile of {} pixels does not fit)", plan.tile),
+                    });
+                };
+                notes.push(format!(
+                    "out of memory starting {} tile(s) of {} per batch; {REPLANNED} to {batch} tile(s) of {tile}",
+                    plan.tile_batch, plan.tile
+                ));
+                plan.tile_batch = batch;
+                plan.tile = tile;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Start `kind` with exactly these engine options (no plan): the building block for tests and benches that
@@ -407,6 +538,73 @@ pub(crate) fn check_len(graph: GraphKind, shape: &[usize], len: usize) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu_plan(tile: usize, tile_batch: usize) -> Plan {
+        Plan {
+            devices: vec![0],
+            workers: 1,
+            threads: 1,
+            tile_batch,
+            tile,
+            precision: Precision::Fp32,
+            note: None,
+        }
+    }
+
+    /// A fake start that runs out of memory above `limit` input pixels per call (as a warm-up on the
+    /// planned batch of tiles does), and counts its tries.
+    fn fake_start(limit: usize, tries: &std::cell::Cell<usize>) -> impl FnMut(&Plan) -> Result<(usize, usize)> + '_ {
+        move |plan: &Plan| {
+            tries.set(tries.get() + 1);
+            let pixels = plan.tile_batch * plan.tile * plan.tile;
+            if pixels > limit {
+                Err(Error::OutOfMemory {
+                    graph: GraphKind::Backbone,
+                    msg: format!("CUDA failure 2: out of memory ({pixels} pixels)"),
+                })
+            } else {
+                Ok((plan.tile_batch, plan.tile))
+            }
+        }
+    }
+
+    /// The defect: an out-of-memory error in the warm-up made the engine fail to start (and `auto` went on
+    /// to the CPU). Now the start re-plans: half the batch, then half the tile, until the warm-up fits.
+    #[test]
+    fn a_start_that_runs_out_of_memory_is_re_planned_smaller() {
+        let tries = std::cell::Cell::new(0);
+        // 8 x 512² does not fit 100,000 pixels: batch 8 -> 4 -> 2 -> 1, then tile 512 -> 256 (65,536).
+        let (started, plan) = start_fitting(gpu_plan(512, 8), 8, fake_start(100_000, &tries)).unwrap();
+        assert_eq!(started, (1, 256), "{plan:?}");
+        assert_eq!(tries.get(), 5);
+        assert_eq!((plan.tile_batch, plan.tile), started);
+        let note = plan.note.unwrap();
+        assert_eq!(note.matches(REPLANNED).count(), tries.get() - 1, "{note}");
+        assert!(note.contains("8 tile(s) of 512"), "{note}");
+        // What fits at once is not re-planned.
+        let tries = std::cell::Cell::new(0);
+        let (_, plan) = start_fitting(gpu_plan(256, 2), 8, fake_start(1 << 20, &tries)).unwrap();
+        assert_eq!((plan.tile_batch, plan.tile, plan.note, tries.get()), (2, 256, None, 1));
+        // Nothing fits: a typed error that says so.
+        let tries = std::cell::Cell::new(0);
+        match start_fitting(gpu_plan(64, 2), 8, fake_start(0, &tries)) {
+            Err(Error::OutOfMemory { msg, .. }) => assert!(msg.contains("does not fit"), "{msg}"),
+            other => panic!("expected out of memory, got {:?}", other.map(|(_, p)| p)),
+        }
+        // Other errors are not retried.
+        let tries = std::cell::Cell::new(0);
+        let failing = |_: &Plan| -> Result<()> {
+            tries.set(tries.get() + 1);
+            Err(Error::Backend(
+                "CUDA failure 100: no CUDA-capable device is detected".into(),
+            ))
+        };
+        assert!(matches!(
+            start_fitting(gpu_plan(64, 2), 8, failing),
+            Err(Error::Backend(_))
+        ));
+        assert_eq!(tries.get(), 1);
+    }
 
     #[test]
     fn every_backend_name_round_trips_and_is_unique() {

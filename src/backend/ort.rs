@@ -134,6 +134,11 @@ fn reported_version(path: &std::path::Path) -> Option<String> {
     }
 }
 
+/// The onnxruntime library this process loaded, once it is loaded.
+pub fn library_path() -> Option<PathBuf> {
+    RUNTIME.get()?.as_ref().ok().map(|rt| rt.path.clone())
+}
+
 /// The loaded library's version, and a warning when it is not the one this runtime is built for.
 pub fn library_version() -> Option<(String, Option<String>)> {
     let rt = RUNTIME.get()?.as_ref().ok()?;
@@ -227,7 +232,26 @@ pub fn provider_unavailable(p: Provider, ep_options: &[(String, String)]) -> Opt
         Provider::TensorRt => TensorRT::is_available(),
     };
     match available {
-        Ok(true) => None,
+        // The provider is in the build; the CUDA and cuDNN libraries it loads must be on the machine.
+        Ok(true) => {
+            let rt = runtime().ok()?;
+            let missing = super::cuda_libs::preload(&rt.path).missing();
+            (!missing.is_empty()).then(|| {
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|&m| match m {
+                        super::cuda_libs::DRIVER => format!("{m} (the NVIDIA driver's)"),
+                        m => m.to_string(),
+                    })
+                    .collect();
+                format!(
+                    "{}: {} not found ({})",
+                    p.name(),
+                    names.join(", "),
+                    super::cuda_libs::HINT
+                )
+            })
+        }
         Ok(false) => Some(format!(
             "{}: not in this onnxruntime build ({GPU_INSTALL_HINT})",
             p.name()
@@ -238,11 +262,9 @@ pub fn provider_unavailable(p: Provider, ep_options: &[(String, String)]) -> Opt
 
 /// The onnxruntime engine: sessions per graph, on one execution provider.
 pub struct OrtEngine {
-    /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
-    /// tiled graphs, so parallel tiles do not queue on one session.
-    sessions: Vec<Vec<Mutex<Runner>>>,
-    /// Why the fixed-shape backbone does not run through I/O binding (or a CUDA graph), when it does not.
-    binding_note: Option<String>,
+    /// The sessions and the options they were built with; the backbone's are rebuilt at a smaller shape
+    /// after running out of memory ([`Engine::resize`]), so runs take this lock to read.
+    state: std::sync::RwLock<State>,
     /// fp32 sessions, built on first use, that redo outputs an fp16 engine got wrong.
     fp32: Vec<OnceLock<std::result::Result<Mutex<Session>, String>>>,
     /// The bundle in float32 (the redo sessions' graphs), when the engine runs fp16.
@@ -251,9 +273,21 @@ pub struct OrtEngine {
     /// dynamic-shape session, built on first use.
     other_shapes: OnceLock<std::result::Result<Mutex<Session>, String>>,
     bundle: Bundle,
-    opts: EngineOptions,
     provider: Provider,
     library: PathBuf,
+    /// What the engine changed by itself since the last [`Engine::take_notes`] (a CUDA graph capture that
+    /// failed and was replaced by the same session without a graph).
+    notes: Mutex<Vec<String>>,
+}
+
+/// An engine's sessions and the options they were built with.
+struct State {
+    /// Per graph (indexed by `GraphKind as usize`), a pool of sessions: one per concurrent worker for the
+    /// tiled graphs, so parallel tiles do not queue on one session.
+    sessions: Vec<Vec<Mutex<Runner>>>,
+    /// Why the fixed-shape backbone does not run through I/O binding (or a CUDA graph), when it does not.
+    binding_note: Option<String>,
+    opts: EngineOptions,
 }
 
 impl OrtEngine {
@@ -277,30 +311,38 @@ impl OrtEngine {
         };
         let (sessions, binding_note) = Self::sessions(rt, &bundle, opts, p)?;
         let engine = OrtEngine {
-            sessions,
-            binding_note,
+            state: std::sync::RwLock::new(State {
+                sessions,
+                binding_note,
+                opts: opts.clone(),
+            }),
             fp32: GraphKind::ALL.iter().map(|_| OnceLock::new()).collect(),
             bundle_fp32,
             other_shapes: OnceLock::new(),
             bundle,
-            opts: opts.clone(),
             provider: p,
             library: rt.path.clone(),
+            notes: Mutex::new(vec![]),
         };
         engine.warm_up()?;
         Ok(engine)
     }
 
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// GPU providers build kernels or engines on the first run: do it now, on the tile shape.
     fn warm_up(&self) -> Result<()> {
-        let (Provider::Cuda | Provider::TensorRt | Provider::WebGpu, Some((h, w))) =
-            (self.provider, self.opts.tile_shape)
-        else {
+        let (tile_shape, n) = {
+            let state = self.state();
+            (state.opts.tile_shape, state.opts.tile_batch.max(1))
+        };
+        let (Provider::Cuda | Provider::TensorRt | Provider::WebGpu, Some((h, w))) = (self.provider, tile_shape) else {
             return Ok(());
         };
         let c = self.bundle.spec.input_channels;
         let d = self.bundle.ipr_dim();
-        let n = self.opts.tile_batch.max(1);
         let image = vec![0.5f32; n * c * h * w];
         let ipr = vec![0.0f32; n * d];
         self.run(
@@ -311,62 +353,98 @@ impl OrtEngine {
     }
 
     /// Every graph's session pool, and why the backbone is not bound (when it is not).
-    #[allow(clippy::type_complexity)]
     fn sessions(
         rt: &Runtime,
         bundle: &Bundle,
         opts: &EngineOptions,
         p: Provider,
-    ) -> Result<(Vec<Vec<Mutex<Runner>>>, Option<String>)> {
+    ) -> Result<(Vec<Pool>, Option<String>)> {
         let mut note = None;
         let pools = GraphKind::ALL
             .into_iter()
             .map(|kind| {
-                let pool = match kind {
-                    GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
-                    _ => 1,
-                };
-                let fixed = fixed_shape(kind, opts);
-                // CPU sessions load the optimised graph (cached across starts) and share its weights; GPU
-                // sessions each hold theirs on the device.
-                if p == Provider::Cpu && !opts.own_weights && !(fixed.is_some() && opts.bind_io) {
-                    let pool = shared_pool(rt, bundle, opts, kind, p, fixed, pool)?;
-                    return Ok(pool.into_iter().map(|s| Mutex::new(Runner::Plain(s))).collect());
-                }
-                (0..pool)
-                    .map(|_| {
-                        let plain = || {
-                            session(
-                                rt,
-                                bundle,
-                                opts,
-                                kind,
-                                p,
-                                Build {
-                                    fixed,
-                                    ..Build::default()
-                                },
-                            )
-                            .map(Runner::Plain)
-                        };
-                        match fixed {
-                            Some(shape) if opts.bind_io && p.plugin().is_none() => {
-                                match bound(rt, bundle, opts, kind, p, shape) {
-                                    Ok(r) => Ok(r),
-                                    Err(why) => {
-                                        note = Some(why);
-                                        plain()
-                                    }
-                                }
-                            }
-                            _ => plain(),
-                        }
-                        .map(Mutex::new)
-                    })
-                    .collect::<Result<Vec<_>>>()
+                let (pool, why) = Self::pool(rt, bundle, opts, kind, p)?;
+                note = note.take().or(why);
+                Ok(pool)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((pools, note))
+    }
+
+    /// The session pool of one graph, and why its fixed-shape sessions are not bound (when they are not).
+    fn pool(
+        rt: &Runtime,
+        bundle: &Bundle,
+        opts: &EngineOptions,
+        kind: GraphKind,
+        p: Provider,
+    ) -> Result<(Pool, Option<String>)> {
+        let size = match kind {
+            GraphKind::Backbone | GraphKind::CpenFeatures => opts.workers.max(1),
+            _ => 1,
+        };
+        let fixed = fixed_shape(kind, opts);
+        // CPU sessions load the optimised graph (cached across starts) and share its weights; GPU sessions
+        // each hold theirs on the device.
+        if p == Provider::Cpu && !opts.own_weights && !(fixed.is_some() && opts.bind_io) {
+            let pool = shared_pool(rt, bundle, opts, kind, p, fixed, size)?;
+            return Ok((pool.into_iter().map(|s| Mutex::new(Runner::Plain(s))).collect(), None));
+        }
+        let mut note = None;
+        let pool = (0..size)
+            .map(|_| {
+                let plain = || {
+                    let build = Build {
+                        fixed,
+                        ..Build::default()
+                    };
+                    session(rt, bundle, opts, kind, p, build).map(Runner::Plain)
+                };
+                match fixed {
+                    Some(shape) if opts.bind_io && p.plugin().is_none() => {
+                        match bound(rt, bundle, opts, kind, p, shape) {
+                            Ok(r) => Ok(r),
+                            Err(why) => {
+                                note = Some(why);
+                                plain()
+                            }
+                        }
+                    }
+                    _ => plain(),
+                }
+                .map(Mutex::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((pool, note))
+    }
+
+    /// The fixed-shape backbone session of a runner whose CUDA graph capture failed: the same bound session
+    /// without a graph, or a plain one.
+    fn uncaptured(&self, opts: &EngineOptions) -> Result<Runner> {
+        let rt = runtime()?;
+        let kind = GraphKind::Backbone;
+        let opts = EngineOptions {
+            cuda_options: opts
+                .cuda_options
+                .iter()
+                .filter(|(k, _)| k != "enable_cuda_graph")
+                .cloned()
+                .collect(),
+            ..opts.clone()
+        };
+        let Some(shape) = fixed_shape(kind, &opts) else {
+            return Err(Error::graph(kind, "no fixed shape to rebuild"));
+        };
+        match bound(rt, &self.bundle, &opts, kind, self.provider, shape) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                let build = Build {
+                    fixed: Some(shape),
+                    ..Build::default()
+                };
+                session(rt, &self.bundle, &opts, kind, self.provider, build).map(Runner::Plain)
+            }
+        }
     }
 
     fn fp32_session(&self, graph: GraphKind) -> Result<&Mutex<Session>> {
@@ -380,7 +458,7 @@ impl OrtEngine {
             };
             let opts = EngineOptions {
                 precision: Precision::Fp32,
-                ..self.opts.clone()
+                ..self.state().opts.clone()
             };
             session(rt, &self.bundle_fp32, &opts, graph, p, Build::default())
                 .map(Mutex::new)
@@ -395,7 +473,8 @@ impl OrtEngine {
         let graph = GraphKind::Backbone;
         let slot = self.other_shapes.get_or_init(|| {
             let rt = runtime().map_err(|e| e.to_string())?;
-            let (bundle, opts, p) = (&self.bundle, &self.opts, self.provider);
+            let opts = self.state().opts.clone();
+            let (bundle, opts, p) = (&self.bundle, &opts, self.provider);
             let built = if p == Provider::Cpu && !opts.own_weights {
                 shared_pool(rt, bundle, opts, graph, p, None, 1).map(|mut v| v.remove(0))
             } else {
@@ -409,17 +488,25 @@ impl OrtEngine {
 }
 
 /// The bundle as provider `p` runs it: on GPU providers every `ReduceL2` is rewritten (crate::graph_rewrite),
-/// once per engine, so every session of the engine (pool, fp32 redo, other shapes) shares the result.
-fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
+/// and TensorRT gets its LayerNorms' channel means back as `ReduceMean`s, so that its fp32 fallback for
+/// LayerNorm finds them; once per engine, so every session of the engine (pool, fp32 redo, other shapes)
+/// shares the result.
+pub fn for_provider(bundle: &Bundle, p: Provider) -> Result<Bundle> {
     let mut out = bundle.clone();
     if !p.is_gpu() {
         return Ok(out);
     }
     for kind in GraphKind::ALL {
         let g = bundle.graph(kind);
-        let rewritten = crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes)
-            .map_err(|e| Error::graph(kind, format!("{}: rewrite: {e}", g.origin.display())))?;
-        if let Some(bytes) = rewritten {
+        let err = |e: String| Error::graph(kind, format!("{}: rewrite: {e}", g.origin.display()));
+        let mut bytes = crate::graph_rewrite::reduce_l2_as_sum_of_squares(&g.bytes).map_err(err)?;
+        if p == Provider::TensorRt {
+            let source = bytes.as_deref().unwrap_or(&g.bytes);
+            if let Some(undone) = crate::graph_rewrite::channel_means_as_reduce_mean(source).map_err(err)? {
+                bytes = Some(undone);
+            }
+        }
+        if let Some(bytes) = bytes {
             out = out.with_graph_bytes(kind, bytes);
         }
     }
@@ -444,18 +531,84 @@ pub fn backbone_profile(channels: usize, ipr_dim: usize, shape: (usize, usize, u
     format!("image:{n}x{channels}x{h}x{w},ipr:{n}x{ipr_dim}")
 }
 
-/// A session as the engine runs it: plain, or through I/O binding to fixed buffers.
+/// One graph's sessions, one per concurrent worker.
+type Pool = Vec<Mutex<Runner>>;
+
+/// A session as the engine runs it: plain, or through I/O binding to fixed buffers (`capture`: on the CUDA
+/// provider with a CUDA graph, which its first runs capture).
 enum Runner {
     Plain(Session),
-    Bound(Box<Bound>),
+    Bound(Box<Bound>, Option<Capture>),
 }
 
 impl Runner {
     fn run(&mut self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
         match self {
             Runner::Plain(s) => run_session(s, graph, inputs),
-            Runner::Bound(b) => b.run(inputs),
+            Runner::Bound(b, None) => b.run(inputs),
+            Runner::Bound(b, Some(capture)) => capture.run(|| b.run(inputs)),
         }
+    }
+}
+
+/// onnxruntime's CUDA provider captures a CUDA graph during a session's first runs, and CUDA captures in a
+/// process-wide mode: another thread that allocates or copies on the device meanwhile breaks the capture
+/// (onnxruntime documents CUDA graphs as single-threaded). So every run of a CUDA session takes this lock to
+/// share it, and the runs of a session that may be capturing take it alone.
+pub(crate) static DEVICE_CAPTURE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// How many runs of a CUDA-graph session hold [`DEVICE_CAPTURE`] alone: onnxruntime runs the session
+/// normally at least once (allocating its memory), captures during the next run, and replays after that;
+/// one more run is covered in case of a warm-up the provider adds.
+pub const CAPTURE_RUNS: usize = 3;
+
+/// The capture state of one CUDA-graph session.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    runs: usize,
+}
+
+impl Capture {
+    /// Run `f` holding [`DEVICE_CAPTURE`] alone while the session may be capturing, shared after.
+    pub(crate) fn run<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let capturing = self.capturing();
+        self.runs += 1;
+        if capturing {
+            let _alone = DEVICE_CAPTURE.write().unwrap_or_else(|e| e.into_inner());
+            f()
+        } else {
+            let _shared = DEVICE_CAPTURE.read().unwrap_or_else(|e| e.into_inner());
+            f()
+        }
+    }
+
+    /// Whether the next run may capture the graph.
+    pub(crate) fn capturing(&self) -> bool {
+        self.runs < CAPTURE_RUNS
+    }
+}
+
+/// Run `runner`; where a CUDA graph capture fails, replace it with `rebuild()` (the same session without a
+/// graph), run that instead, and say so in a note. Out-of-memory errors are passed on (the pipeline
+/// shrinks its tiles); so are failures of a graph already captured.
+pub(crate) fn run_with_capture_fallback<R>(
+    runner: &mut R,
+    capturing: impl Fn(&R) -> bool,
+    run: impl Fn(&mut R) -> Result<Tensor>,
+    rebuild: impl FnOnce() -> Result<R>,
+    notes: &Mutex<Vec<String>>,
+) -> Result<Tensor> {
+    let was_capturing = capturing(runner);
+    match run(runner) {
+        Err(e) if was_capturing && !matches!(e, Error::OutOfMemory { .. }) => {
+            *runner = rebuild()?;
+            notes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("CUDA graph capture failed ({e}); running without a CUDA graph"));
+            run(runner)
+        }
+        r => r,
     }
 }
 
@@ -499,7 +652,7 @@ fn bound(
         memory,
         opts.device,
     )
-    .map(|b| Runner::Bound(Box::new(b)))
+    .map(|b| Runner::Bound(Box::new(b), graph.then(Capture::default)))
     .map_err(|e| format!("I/O binding off: {e}"))
 }
 
@@ -583,7 +736,8 @@ fn session(
     } = build;
     let fp16 = opts.precision == Precision::Fp16;
     let g = bundle.graph(kind);
-    let err = |e: String| Error::graph(kind, format!("{}: onnxruntime: {e}", g.origin.display()));
+    // Building a session allocates its weights on the device: running out there is an out-of-memory error.
+    let err = |e: String| Error::graph_or_oom(kind, format!("{}: onnxruntime: {e}", g.origin.display()));
     let mut b: SessionBuilder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
     b = b
         .with_optimization_level(GraphOptimizationLevel::All)
@@ -846,44 +1000,94 @@ fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) ->
 
 impl Engine for OrtEngine {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-        if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &self.opts), inputs.first()) {
+        let state = self.state();
+        if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &state.opts), inputs.first()) {
             if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
+                drop(state);
                 let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
+                let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
                 return run_session(&mut session, graph, inputs);
             }
         }
-        let pool = &self.sessions[graph as usize];
+        let pool = &state.sessions[graph as usize];
+        if pool.is_empty() {
+            return Err(Error::graph(
+                graph,
+                "its sessions could not be rebuilt after running out of memory",
+            ));
+        }
         let mut runner = pool
             .iter()
             .find_map(|m| m.try_lock().ok())
             .unwrap_or_else(|| pool[0].lock().unwrap_or_else(|e| e.into_inner()));
+        if let Runner::Bound(_, Some(_)) = &*runner {
+            return run_with_capture_fallback(
+                &mut *runner,
+                |r| matches!(r, Runner::Bound(_, Some(c)) if c.capturing()),
+                |r| r.run(graph, inputs),
+                || self.uncaptured(&state.opts),
+                &self.notes,
+            );
+        }
+        let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
         runner.run(graph, inputs)
     }
 
     fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
-        if self.opts.precision == Precision::Fp32 {
+        if self.state().opts.precision == Precision::Fp32 {
             return None;
         }
         Some(self.fp32_session(graph).and_then(|s| {
             let mut session = s.lock().unwrap_or_else(|e| e.into_inner());
+            let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
             run_session(&mut session, graph, inputs)
         }))
     }
 
     fn fixed_batch(&self, graph: GraphKind) -> Option<usize> {
-        fixed_shape(graph, &self.opts).map(|(n, _, _)| n)
+        fixed_shape(graph, &self.state().opts).map(|(n, _, _)| n)
+    }
+
+    /// Rebuild the fixed-shape backbone sessions for `batch` tiles of `tile_shape` (None: the same tile):
+    /// the sessions of the old shape are dropped first, so their device memory is free for the new ones.
+    fn resize(&self, batch: usize, tile_shape: Option<(usize, usize)>) -> Result<()> {
+        let rt = runtime()?;
+        let kind = GraphKind::Backbone;
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if fixed_shape(kind, &state.opts).is_none() {
+                return Ok(());
+            }
+            let opts = EngineOptions {
+                tile_batch: batch.max(1),
+                tile_shape: tile_shape.or(state.opts.tile_shape),
+                ..state.opts.clone()
+            };
+            state.sessions[kind as usize] = vec![];
+            let (pool, note) = Self::pool(rt, &self.bundle, &opts, kind, self.provider)?;
+            state.sessions[kind as usize] = pool;
+            state.binding_note = note;
+            state.opts = opts;
+        }
+        self.warm_up()
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn describe(&self) -> String {
-        let io = match &self.binding_note {
+        let state = self.state();
+        let opts = &state.opts;
+        let io = match &state.binding_note {
             Some(why) => format!("; {why}"),
-            None if !self.opts.bind_io
+            None if !opts.bind_io
                 || self.provider.plugin().is_some()
-                || fixed_shape(GraphKind::Backbone, &self.opts).is_none() =>
+                || fixed_shape(GraphKind::Backbone, opts).is_none() =>
             {
                 String::new()
             }
-            None if self.provider == Provider::Cuda && wants_cuda_graph(&self.opts) => "; bound I/O, CUDA graph".into(),
+            None if self.provider == Provider::Cuda && wants_cuda_graph(opts) => "; bound I/O, CUDA graph".into(),
             None => "; bound I/O".into(),
         };
         let version = library_version().map_or_else(|| ORT_VERSION.to_string(), |(v, _)| v);
@@ -891,11 +1095,22 @@ impl Engine for OrtEngine {
             Some(Ok(path)) => format!("; plugin {}", path.display()),
             _ => String::new(),
         };
+        let device = match self.provider {
+            Provider::Cuda | Provider::TensorRt => format!(", device {}", opts.device),
+            _ => String::new(),
+        };
         format!(
-            "onnxruntime {version} ({}{io}{plugin}) from {}",
+            "onnxruntime {version} ({}{device}{io}{plugin}) from {}",
             self.provider.name(),
             self.library.display()
         )
+    }
+}
+
+impl OrtEngine {
+    /// Whether this engine's runs share a CUDA device with sessions that may be capturing a CUDA graph.
+    fn shares_the_device(&self) -> bool {
+        matches!(self.provider, Provider::Cuda | Provider::TensorRt)
     }
 }
 
@@ -920,6 +1135,107 @@ mod tests {
         assert_eq!(fixed_shape(GraphKind::CpenFeatures, &opts), None);
         let whole = EngineOptions::default();
         assert_eq!(fixed_shape(GraphKind::Backbone, &whole), None);
+    }
+}
+
+#[cfg(test)]
+mod capture_tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A runner whose CUDA graph capture fails (as a capture broken by another thread's allocation does).
+    struct Fake {
+        graph: bool,
+        runs: usize,
+    }
+
+    fn ok() -> Tensor {
+        Tensor {
+            shape: vec![1],
+            data: vec![1.0],
+        }
+    }
+
+    fn run_fake(r: &mut Fake) -> Result<Tensor> {
+        r.runs += 1;
+        if r.graph {
+            Err(Error::graph(
+                GraphKind::Backbone,
+                "CUDA failure 900: operation not permitted when stream is capturing",
+            ))
+        } else {
+            Ok(ok())
+        }
+    }
+
+    #[test]
+    fn a_failed_capture_falls_back_to_the_session_without_a_graph() {
+        let notes = Mutex::new(vec![]);
+        let mut r = Fake { graph: true, runs: 0 };
+        let capturing = |r: &Fake| r.graph && r.runs < CAPTURE_RUNS;
+        let rebuilt = || Ok(Fake { graph: false, runs: 0 });
+        let out = run_with_capture_fallback(&mut r, capturing, run_fake, rebuilt, &notes).unwrap();
+        assert_eq!(out, ok());
+        assert!(!r.graph, "the runner was replaced");
+        let notes = notes.into_inner().unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("CUDA graph capture failed (") && notes[0].contains("without a CUDA graph"));
+        // Running out of memory while capturing is passed on: the pipeline shrinks the batch.
+        let notes = Mutex::new(vec![]);
+        let mut r = Fake { graph: true, runs: 0 };
+        let oom = |r: &mut Fake| -> Result<Tensor> {
+            r.runs += 1;
+            Err(Error::OutOfMemory {
+                graph: GraphKind::Backbone,
+                msg: "CUDA failure 2: out of memory".into(),
+            })
+        };
+        let e = run_with_capture_fallback(&mut r, capturing, oom, rebuilt, &notes).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory { .. }));
+        assert!(r.graph && notes.lock().unwrap().is_empty());
+        // A graph already captured that fails is an error, not a rebuild.
+        let mut r = Fake {
+            graph: true,
+            runs: CAPTURE_RUNS,
+        };
+        assert!(run_with_capture_fallback(&mut r, capturing, run_fake, rebuilt, &notes).is_err());
+        assert!(r.graph);
+    }
+
+    /// While a session may be capturing, no other run on the device starts; after its capture runs it
+    /// shares the device.
+    #[test]
+    fn capture_runs_hold_the_device_alone() {
+        let order = Mutex::new(vec![]);
+        let mut capture = Capture::default();
+        std::thread::scope(|s| {
+            let (started, wait) = mpsc::channel();
+            let order = &order;
+            let capture = &mut capture;
+            s.spawn(move || {
+                capture
+                    .run(|| {
+                        started.send(()).unwrap();
+                        std::thread::sleep(Duration::from_millis(200));
+                        order.lock().unwrap().push("capture");
+                        Ok(())
+                    })
+                    .unwrap();
+            });
+            wait.recv().unwrap();
+            let _shared = DEVICE_CAPTURE.read().unwrap();
+            order.lock().unwrap().push("other run");
+        });
+        assert_eq!(*order.lock().unwrap(), ["capture", "other run"]);
+        // Past its capture runs, a session's runs share the device with others.
+        for _ in 1..CAPTURE_RUNS {
+            capture.run(|| Ok(())).unwrap();
+        }
+        assert!(!capture.capturing());
+        let _other = DEVICE_CAPTURE.read().unwrap();
+        capture.run(|| Ok(())).unwrap();
     }
 }
 

@@ -83,23 +83,10 @@ fn cache_root_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf 
         .unwrap_or_else(|| PathBuf::from(".diffir-cache"))
 }
 
-/// The model name of GPU `index` from the NVIDIA driver's /proc entries ("unknown" if none).
+/// The model name of CUDA device `index` (crate::gpus: nvidia-smi's row for it, CUDA_VISIBLE_DEVICES
+/// applied; "unknown" if none).
 pub fn gpu_name(index: i32) -> String {
-    gpu_name_from(Path::new("/proc/driver/nvidia/gpus"), index)
-}
-
-pub(crate) fn gpu_name_from(root: &Path, index: i32) -> String {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.get(index.max(0) as usize)
-        .and_then(|d| std::fs::read_to_string(d.join("information")).ok())
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))
-        })
-        .unwrap_or_else(|| "unknown".into())
+    crate::gpus::Devices::probe().name(index)
 }
 
 /// TensorRT's version from the `libnvinfer.so.X.Y.Z` found in the library path ("unknown" if none).
@@ -194,24 +181,8 @@ mod tests {
     }
 
     #[test]
-    fn gpu_and_tensorrt_discovery() {
+    fn tensorrt_discovery() {
         let tmp = tempfile::tempdir().unwrap();
-        let gpus = tmp.path().join("gpus");
-        for (bus, model) in [
-            ("0000:1b:00.0", "NVIDIA H100 80GB HBM3"),
-            ("0000:9a:00.0", "NVIDIA H200"),
-        ] {
-            std::fs::create_dir_all(gpus.join(bus)).unwrap();
-            std::fs::write(
-                gpus.join(bus).join("information"),
-                format!("Model: \t\t {model}\nIRQ: 1\n"),
-            )
-            .unwrap();
-        }
-        assert_eq!(gpu_name_from(&gpus, 0), "NVIDIA H100 80GB HBM3");
-        assert_eq!(gpu_name_from(&gpus, 1), "NVIDIA H200");
-        assert_eq!(gpu_name_from(&gpus, 2), "unknown");
-        assert_eq!(gpu_name_from(&tmp.path().join("none"), 0), "unknown");
         let libs = tmp.path().join("lib");
         std::fs::create_dir_all(&libs).unwrap();
         for f in [

@@ -263,6 +263,7 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
                 "task": b.task().as_str(),
                 "scale": b.scale(),
                 "backend": m.pipeline.backend_summary(),
+                "runs_on": m.pipeline.runs_on(),
                 "plan": m.pipeline.plan().to_string(),
                 "precisions": b.precisions().iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             })

@@ -62,6 +62,7 @@ pub fn start(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result
     Ok(Started {
         engine: Box::new(engine),
         summary: line.clone(),
+        provider: None,
         line,
         plan,
     })

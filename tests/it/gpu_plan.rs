@@ -157,17 +157,37 @@ fn several_devices_assemble_exactly_the_single_device_output() {
     }
 }
 
+/// A rebuild of a fixed-shape engine: (tiles per batch, tile shape).
+type Resize = (usize, Option<(usize, usize)>);
+
 /// A device with room for `limit` backbone input pixels per call; more is a CUDA-style out-of-memory error.
+/// Like the real fixed-shape engines it has a fixed batch (every call is padded up to it, and a smaller
+/// call runs only after [`Engine::resize`] rebuilt its sessions for the smaller batch).
 struct SmallDevice {
     inner: TractEngine,
     limit: usize,
     refused: AtomicUsize,
+    batch: AtomicUsize,
+    resizes: std::sync::Mutex<Vec<Resize>>,
+}
+
+impl SmallDevice {
+    fn new(bundle: &Bundle, limit: usize, batch: usize) -> Self {
+        SmallDevice {
+            inner: tract(bundle),
+            limit,
+            refused: AtomicUsize::new(0),
+            batch: AtomicUsize::new(batch),
+            resizes: Default::default(),
+        }
+    }
 }
 
 impl Engine for SmallDevice {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> diffir::Result<Tensor> {
         if let (GraphKind::Backbone, Input::F32(shape, _)) = (graph, inputs[0]) {
-            let pixels = shape[0] * shape[2] * shape[3];
+            // The session runs its fixed batch whatever the call holds.
+            let pixels = shape[0].max(self.batch.load(Ordering::SeqCst)) * shape[2] * shape[3];
             if pixels > self.limit {
                 self.refused.fetch_add(1, Ordering::SeqCst);
                 return Err(Error::OutOfMemory {
@@ -177,6 +197,14 @@ impl Engine for SmallDevice {
             }
         }
         self.inner.run(graph, inputs)
+    }
+    fn fixed_batch(&self, graph: GraphKind) -> Option<usize> {
+        (graph == GraphKind::Backbone).then(|| self.batch.load(Ordering::SeqCst))
+    }
+    fn resize(&self, batch: usize, tile_shape: Option<(usize, usize)>) -> diffir::Result<()> {
+        self.batch.store(batch, Ordering::SeqCst);
+        self.resizes.lock().unwrap().push((batch, tile_shape));
+        Ok(())
     }
     fn describe(&self) -> String {
         "small device".into()
@@ -189,11 +217,7 @@ fn out_of_memory_halves_the_batch_then_the_tile() {
     let img = photo(70, 90);
     let noise = diffir::internal::sampler::seeded_noise(2, bundle.ipr_dim());
     // 4 tiles of 48² do not fit, nor 2, nor 1: the batch goes 4 → 2 → 1, then the tile 48 → 24.
-    let small = SmallDevice {
-        inner: tract(&bundle),
-        limit: 24 * 24,
-        refused: AtomicUsize::new(0),
-    };
+    let small = SmallDevice::new(&bundle, 24 * 24, 4);
     let p = Pipeline::with_plan(bundle.clone(), Box::new(small), String::new(), plan(1, 4, 48)).unwrap();
     let got = p
         .restore(&img, None, &noise, &Tiling { tile: 48, overlap: 16 })
@@ -213,26 +237,72 @@ fn out_of_memory_halves_the_batch_then_the_tile() {
     assert!(d <= tol::EXACT, "{d:e}");
 
     // A whole-image request that does not fit is tiled.
-    let small = SmallDevice {
-        inner: tract(&bundle),
-        limit: 40 * 40,
-        refused: AtomicUsize::new(0),
-    };
+    let small = SmallDevice::new(&bundle, 40 * 40, 1);
     let p = Pipeline::with_plan(bundle.clone(), Box::new(small), String::new(), plan(1, 1, 0)).unwrap();
     let got = p.restore(&img, None, &noise, &Tiling::WHOLE).unwrap();
     assert!(got.tiles > 1 && !got.notes.is_empty(), "{:?}", got.notes);
 
     // Nothing fits: a typed error, never a panic.
-    let none = SmallDevice {
-        inner: tract(&bundle),
-        limit: 0,
-        refused: AtomicUsize::new(0),
-    };
+    let none = SmallDevice::new(&bundle, 0, 2);
     let p = Pipeline::with_plan(bundle.clone(), Box::new(none), String::new(), plan(1, 2, 32)).unwrap();
     match p.restore(&img, None, &noise, &Tiling { tile: 32, overlap: 8 }) {
         Err(Error::OutOfMemory { msg, .. }) => assert!(msg.contains("does not fit"), "{msg}"),
         other => panic!("expected an out-of-memory error, got {:?}", other.map(|r| r.notes)),
     }
+}
+
+/// The defects: the retry halved the batch but every call was still padded to the engine's fixed batch, so
+/// the same call ran out of memory again; and the next image started from the full plan again. Now the
+/// engine is rebuilt at the smaller shape, and later restores keep it.
+#[test]
+fn out_of_memory_rebuilds_the_fixed_shape_and_later_images_keep_it() {
+    let bundle = load("sr_x4");
+    let img = photo(70, 90);
+    let noise = diffir::internal::sampler::seeded_noise(2, bundle.ipr_dim());
+    // Room for 2 tiles of 32² per call, not 4.
+    let small = std::sync::Arc::new(SmallDevice::new(&bundle, 2 * 32 * 32, 4));
+    struct Shared(std::sync::Arc<SmallDevice>);
+    impl Engine for Shared {
+        fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> diffir::Result<Tensor> {
+            self.0.run(graph, inputs)
+        }
+        fn fixed_batch(&self, graph: GraphKind) -> Option<usize> {
+            self.0.fixed_batch(graph)
+        }
+        fn resize(&self, batch: usize, tile_shape: Option<(usize, usize)>) -> diffir::Result<()> {
+            self.0.resize(batch, tile_shape)
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+    }
+    let p = Pipeline::with_plan(
+        bundle.clone(),
+        Box::new(Shared(small.clone())),
+        String::new(),
+        plan(1, 4, 32),
+    )
+    .unwrap();
+    let tiling = Tiling { tile: 32, overlap: 8 };
+    let first = p.restore(&img, None, &noise, &tiling).unwrap();
+    assert_eq!(first.notes.len(), 1, "{:?}", first.notes);
+    assert!(first.notes[0].contains("2 tile(s) per batch"), "{:?}", first.notes);
+    assert_eq!(*small.resizes.lock().unwrap(), [(2, Some((32, 32)))]);
+    assert_eq!(
+        small.refused.load(Ordering::SeqCst),
+        1,
+        "the smaller shape must run at once"
+    );
+    // The next image starts from 2 tiles per batch: no new error, no new note, no new rebuild.
+    let second = p.restore(&img, None, &noise, &tiling).unwrap();
+    assert!(second.notes.is_empty(), "{:?}", second.notes);
+    assert_eq!(small.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(small.resizes.lock().unwrap().len(), 1);
+    assert_eq!(max_abs_diff(&first.image.data, &second.image.data), 0.0);
+    // The same as a plan of 2 tiles per batch from the start.
+    let direct = Pipeline::with_plan(bundle.clone(), Box::new(tract(&bundle)), String::new(), plan(1, 2, 32)).unwrap();
+    let want = direct.restore(&img, None, &noise, &tiling).unwrap();
+    assert!(max_abs_diff(&second.image.data, &want.image.data) <= tol::EXACT);
 }
 
 fn check_fp16(name: &str) {

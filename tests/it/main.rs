@@ -1,10 +1,12 @@
 //! Integration tests: one binary, one module per concern.
 
+mod activations;
 mod builtin;
 mod bundle_errors;
 mod cli;
 mod common;
 mod gpu_plan;
+mod gpu_start;
 mod graph_rewrite;
 mod image_io;
 mod memory;

@@ -157,7 +157,7 @@ fn sixteen_workers_share_one_copy_of_the_weights() {
     );
     // What one more worker really costs, against the plan's estimate.
     let per_worker = (shared.peak as f64 - one.peak as f64) / 15.0;
-    let estimate = cpu_worker_bytes(&bundle, tile);
+    let estimate = cpu_worker_bytes(&bundle, tile).unwrap();
     eprintln!(
         "per extra worker: {:.1} MiB measured, {:.1} MiB estimated",
         per_worker / MB,
@@ -176,7 +176,7 @@ fn sixteen_workers_share_one_copy_of_the_weights() {
         eprintln!(
             "per extra worker: {:.1} MiB measured, {:.1} MiB estimated",
             (shared.peak as f64 - one.peak as f64) / 15.0 / MB,
-            cpu_worker_bytes(&b, 64) / MB
+            cpu_worker_bytes(&b, 64).unwrap() / MB
         );
     }
 }
