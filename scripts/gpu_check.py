@@ -111,7 +111,10 @@ class MemorySampler:
     def _sample(self) -> None:
         while not self.stop.is_set():
             q = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"]
-            r = subprocess.run(q, capture_output=True, text=True, check=False)
+            try:
+                r = subprocess.run(q, capture_output=True, text=True, check=False)
+            except OSError:  # no nvidia-smi (the CPU mode): nothing to sample
+                return
             if r.returncode == 0 and r.stdout.strip().isdigit():
                 self.peak_mib = max(self.peak_mib, int(r.stdout.strip()))
             self.stop.wait(0.2)
@@ -190,7 +193,9 @@ def main() -> int:
         bound_ref = restore(args.binary, str(bundle), cpu, big_img, Path(tmp, "bref.npy"), bound)
         bound_runs = {
             label: restore(args.binary, str(bundle), backend, big_img, Path(tmp, f"b{i}.npy"), [*bound, *flags, *extra])
-            for i, (label, flags) in enumerate([("bound", []), ("bound + CUDA graph", ["--cuda-graph"])] if gpu else [])
+            for i, (label, flags) in enumerate(
+                [("bound", []), *([("bound + CUDA graph", ["--cuda-graph"])] if gpu else [])]
+            )
         }
     if ref is not None and f32 is not None:
         d = float(np.abs(ref - f32).max())

@@ -114,19 +114,12 @@ fn measured(bundle: &str, tile: usize, batch: usize) -> u64 {
 /// where it is missing, a failure under CI=true.
 fn real_size(name: &str) -> Option<PathBuf> {
     let dir = repo().join("target/random-bundles").join(name);
-    if dir.join("bundle.yaml").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{} is missing and CI=true: run scripts/export_random.py (scripts/test.sh does)",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: {} is missing (python scripts/export_random.py makes it)",
-        dir.display()
-    );
-    None
+    needed(
+        &dir.join("bundle.yaml"),
+        "a real-size bundle",
+        "python scripts/export_random.py makes it",
+    )
+    .map(|_| dir)
 }
 
 fn check(which: &str, tile: usize, batch: usize) {

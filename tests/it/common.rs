@@ -20,21 +20,26 @@ pub const BUNDLES: [&str; 5] = ["sr_x4", "sr_x2", "sr_x1", "deblur", "inpaint"];
 /// The official fixtures folder, or None (with a note on stderr) where ../shared is absent. Under CI=true a
 /// missing folder is a failure, never a silent pass.
 pub fn official_dir() -> Option<PathBuf> {
-    let dir = repo().join("../shared/fixtures/official");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "official fixtures not found at {} and CI=true: the test cannot run",
-            dir.display()
-        );
-        eprintln!(
-            "skipped: official fixtures not found at {} (../shared is absent here)",
-            dir.display()
-        );
-        None
+    needed(
+        &repo().join("../shared/fixtures/official"),
+        "official fixtures",
+        "../shared is absent here",
+    )
+}
+
+/// `path` where it exists; else None with a note on stderr that says what is missing and `why`, and under
+/// CI=true a failure, never a silent pass.
+pub fn needed(path: &Path, what: &str, why: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_path_buf());
     }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} not found at {} and CI=true: the test cannot run",
+        path.display()
+    );
+    eprintln!("skipped: {what} not found at {} ({why})", path.display());
+    None
 }
 
 pub struct Npz(NpzReader<File>);

@@ -16,23 +16,33 @@ fn rewritten(original: &Bundle) -> Bundle {
     original.with_graph_bytes(GraphKind::Backbone, new)
 }
 
-#[test]
-fn rewritten_backbone_matches_the_exported_one() {
-    let opts = EngineOptions {
+/// One engine thread, one worker.
+fn one_thread() -> EngineOptions {
+    EngineOptions {
         threads: 1,
         workers: 1,
         ..Default::default()
-    };
+    }
+}
+
+/// A deterministic backbone input of 2 x 3 size multiples: the image's shape, the image and the prior.
+fn backbone_input(b: &Bundle) -> ([usize; 4], Vec<f32>, Vec<f32>) {
+    let c = b.spec.input_channels;
+    let m = b.spec.size_multiple;
+    let (h, w) = (2 * m, 3 * m);
+    let image: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+    let ipr: Vec<f32> = (0..b.ipr_dim()).map(|i| ((i as f32) * 0.37).sin()).collect();
+    ([1, c, h, w], image, ipr)
+}
+
+#[test]
+fn rewritten_backbone_matches_the_exported_one() {
+    let opts = one_thread();
     let mut checked = 0;
     for name in ["sr_x4", "sr_x2", "sr_x1", "deblur", "inpaint"] {
         let original = Bundle::load(bundles_dir().join(name)).unwrap();
         let new = rewritten(&original);
-        let c = original.spec.input_channels;
-        let m = original.spec.size_multiple;
-        let (h, w) = (2 * m, 3 * m);
-        let image: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-        let ipr: Vec<f32> = (0..original.ipr_dim()).map(|i| ((i as f32) * 0.37).sin()).collect();
-        let shape = [1, c, h, w];
+        let (shape, image, ipr) = backbone_input(&original);
         let inputs = [Input::F32(&shape, &image), Input::F32(&[1, ipr.len()], &ipr)];
         for kind in [BackendKind::Tract, BackendKind::OrtCpu] {
             let (Ok((a, _)), Ok((b, _))) = (
@@ -84,11 +94,7 @@ fn reduce_mean_sources(onnx: &[u8]) -> (usize, Vec<String>, usize) {
 #[test]
 fn the_graph_tensorrt_gets_has_the_layer_norm_pattern() {
     use diffir::internal::backend::ort::{for_provider, Provider};
-    let opts = EngineOptions {
-        threads: 1,
-        workers: 1,
-        ..Default::default()
-    };
+    let opts = one_thread();
     let mut bundles: Vec<(String, Bundle)> = vec![("built-in".into(), Bundle::builtin().unwrap())];
     for name in ["sr_x4", "deblur"] {
         bundles.push((name.into(), Bundle::load(bundles_dir().join(name)).unwrap()));
@@ -115,12 +121,8 @@ fn the_graph_tensorrt_gets_has_the_layer_norm_pattern() {
             "{name}"
         );
         // The same outputs on the CPU.
-        let c = original.spec.input_channels;
-        let m = original.spec.size_multiple;
-        let (h, w) = (2 * m, 3 * m);
-        let image: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-        let ipr: Vec<f32> = (0..original.ipr_dim()).map(|i| ((i as f32) * 0.37).sin()).collect();
-        let inputs = [Input::F32(&[1, c, h, w], &image), Input::F32(&[1, ipr.len()], &ipr)];
+        let (shape, image, ipr) = backbone_input(&original);
+        let inputs = [Input::F32(&shape, &image), Input::F32(&[1, ipr.len()], &ipr)];
         let (a, _) = backend::select(BackendKind::Tract, &original, &opts).unwrap();
         let (b, _) = backend::select(BackendKind::Tract, &trt, &opts).unwrap();
         let d = max_abs_diff(
