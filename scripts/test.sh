@@ -9,7 +9,9 @@
 # software Vulkan driver for WebGPU (scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe: from PyPI
 # and Debian's archive, unpacked into its install folder, nothing installed system-wide), then runs ruff,
 # pytest, cargo fmt/clippy checks and the Rust tests (the Triton tests start nvidia-pytriton's tritonserver
-# on loopback). Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
+# on loopback), then builds the container images with podman and runs them (scripts/image_test.py: podman,
+# runc and debootstrap come from Debian's packages where missing; the base root filesystem and the wheels are
+# cached in ~/.cache/diffir/image-wheels). Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
 # plugins or lavapipe say "skipped" where they are absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,3 +60,6 @@ trap 'rm -rf "$EXAMPLES_OUT"' EXIT
 cargo run --locked --quiet --example restore -- tests/fixtures/bundles/sr_x4/input.png "$EXAMPLES_OUT/restored.png"
 test -s "$EXAMPLES_OUT/restored.png"
 cargo run --locked --quiet --example in_memory -- tests/fixtures/images/rgba.png
+
+echo "== containers: build the cpu and cuda images (podman) and test them by running them"
+"$PY" scripts/image_test.py --binary target/debug/diffir

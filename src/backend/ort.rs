@@ -236,21 +236,18 @@ pub fn provider_unavailable(p: Provider, ep_options: &[(String, String)]) -> Opt
         Ok(true) => {
             let rt = runtime().ok()?;
             let missing = super::cuda_libs::preload(&rt.path).missing();
-            (!missing.is_empty()).then(|| {
-                let names: Vec<String> = missing
-                    .iter()
-                    .map(|&m| match m {
-                        super::cuda_libs::DRIVER => format!("{m} (the NVIDIA driver's)"),
-                        m => m.to_string(),
-                    })
-                    .collect();
-                format!(
-                    "{}: {} not found ({})",
-                    p.name(),
-                    names.join(", "),
-                    super::cuda_libs::HINT
-                )
-            })
+            let (driver, libs): (Vec<&str>, Vec<&str>) = missing.iter().partition(|&&m| m == super::cuda_libs::DRIVER);
+            let mut why = vec![];
+            if !libs.is_empty() {
+                why.push(format!("{} not found ({})", libs.join(", "), super::cuda_libs::HINT));
+            }
+            if !driver.is_empty() {
+                why.push(format!(
+                    "{} not found: no NVIDIA driver here (in a container, hand the GPU in: docker run --gpus all)",
+                    super::cuda_libs::DRIVER
+                ));
+            }
+            (!why.is_empty()).then(|| format!("{}: {}", p.name(), why.join("; ")))
         }
         Ok(false) => Some(format!(
             "{}: not in this onnxruntime build ({GPU_INSTALL_HINT})",
