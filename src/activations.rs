@@ -70,10 +70,18 @@ pub fn backbone(bundle: &Bundle, batch: usize, (h, w): (usize, usize), precision
 /// pixels (rounded to the size multiple): activations grow with the pixels of the call (the attention's
 /// channel-by-channel maps do not, and are small).
 pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> Result<f64> {
-    static CACHE: std::sync::Mutex<Vec<(usize, usize, Precision, f64)>> = std::sync::Mutex::new(Vec::new());
+    static CACHE: std::sync::Mutex<Vec<(u64, usize, Precision, f64)>> = std::sync::Mutex::new(Vec::new());
     let g = bundle.graph(GraphKind::Backbone);
-    // The graph's bytes are shared by every clone of a bundle: their address names the graph.
-    let key = (g.bytes.as_ptr() as usize, g.bytes.len(), precision);
+    // A graph is named by its length and a hash of its first and last 64 KiB (cheap on a 100 MB graph).
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let b = &g.bytes[..];
+        let edge = b.len().min(1 << 16);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        b[..edge].hash(&mut h);
+        b[b.len() - edge..].hash(&mut h);
+        (h.finish(), b.len(), precision)
+    };
     let cached = CACHE
         .lock()
         .unwrap_or_else(|e| e.into_inner())

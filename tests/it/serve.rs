@@ -134,6 +134,16 @@ fn tract_server(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// `GET /v1/models` names what runs each model: the provider that started, not the one asked for.
+#[test]
+fn the_model_list_names_what_runs() {
+    let srv = tract_server(&[]);
+    let (status, _, body) = call(ureq::get(&srv.url("/v1/models")), None);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["models"][0]["runs_on"], "tract", "{v}");
+}
+
 #[test]
 fn http_restore_is_byte_identical_to_the_cli() {
     let srv = tract_server(&[]);
