@@ -557,7 +557,7 @@ pub(crate) static DEVICE_CAPTURE: std::sync::RwLock<()> = std::sync::RwLock::new
 /// How many runs of a CUDA-graph session hold [`DEVICE_CAPTURE`] alone: onnxruntime runs the session
 /// normally at least once (allocating its memory), captures during the next run, and replays after that;
 /// one more run is covered in case of a warm-up the provider adds.
-pub const CAPTURE_RUNS: usize = 3;
+pub(crate) const CAPTURE_RUNS: usize = 3;
 
 /// The capture state of one CUDA-graph session.
 #[derive(Debug, Default)]
