@@ -51,10 +51,16 @@ def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return r
 
 
+PASSED = 0
+
+
 def check(ok: bool, what: str) -> None:
+    global PASSED
     print(f"{'ok' if ok else 'FAILED'}: {what}", flush=True)
     if not ok:
+        print(f"images: {PASSED} passed, 1 failed")
         raise SystemExit(1)
+    PASSED += 1
 
 
 def free_port() -> int:
@@ -211,6 +217,7 @@ def main() -> int:
     cuda = None if ARGS.skip_cuda else cuda_checks()
     sizes = f"cpu {cpu / 2**20:.0f} MiB" + (f", cuda {cuda / 2**20:.0f} MiB" if cuda else "")
     print(f"image sizes (binary {ARGS.binary}): {sizes}")
+    print(f"images: {PASSED} passed, 0 failed")
     return 0
 
 
