@@ -18,7 +18,29 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "export"))
 
 
+def export_random(config: Path, dest: Path, fp16: bool = False) -> None:
+    """Export `config`'s network with random weights (seed 0) to `dest`, with its fp16 backbone where `fp16`;
+    a bundle already there is kept."""
+    if (dest / "bundle.yaml").is_file():
+        return
+    import torch
+
+    from diffir_export.arch import DiffIRS2
+    from diffir_export.config import ModelConfig
+    from diffir_export.onnx_export import export_bundle
+
+    cfg = ModelConfig.load(config)
+    torch.manual_seed(0)
+    model = DiffIRS2(cfg).eval()
+    t = time.perf_counter()
+    provenance = {"checkpoint": f"random weights, torch.manual_seed(0), {config.name} (scripts/export_random.py)"}
+    export_bundle(model, cfg, dest, provenance, overwrite=True, log=lambda s: None, fp16=fp16)
+    print(f"exported {cfg.name} with random weights to {dest} in {time.perf_counter() - t:.0f} s", flush=True)
+
+
 def main() -> int:
+    from diffir_export.config import ModelConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--config",
@@ -28,24 +50,8 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "random-bundles")
     args = ap.parse_args()
-
-    import torch
-
-    from diffir_export.arch import DiffIRS2
-    from diffir_export.config import ModelConfig
-    from diffir_export.onnx_export import export_bundle
-
     for config in args.config:
-        cfg = ModelConfig.load(config)
-        dest = args.out / cfg.name
-        if (dest / "bundle.yaml").is_file():
-            continue
-        torch.manual_seed(0)
-        model = DiffIRS2(cfg).eval()
-        t = time.perf_counter()
-        provenance = {"checkpoint": f"random weights, torch.manual_seed(0), {config.name} (scripts/export_random.py)"}
-        export_bundle(model, cfg, dest, provenance, overwrite=True, log=lambda s: None)
-        print(f"exported {cfg.name} with random weights to {dest} in {time.perf_counter() - t:.0f} s", flush=True)
+        export_random(config, args.out / ModelConfig.load(config).name)
     return 0
 
 

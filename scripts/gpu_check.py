@@ -47,16 +47,9 @@ FP16_MIN_PSNR = 45.0
 
 
 def export_bundle_if_missing(path: Path) -> None:
-    if (path / "bundle.yaml").exists():
-        return
-    from diffir_export.onnx_export import export_bundle
+    from export_random import export_random  # scripts/, beside this file
 
-    cfg = ModelConfig.load(ROOT / "configs" / "realsr_x4.yaml")
-    torch.manual_seed(0)
-    model = DiffIRS2(cfg).eval()
-    t = time.perf_counter()
-    export_bundle(model, cfg, path, {"checkpoint": "random weights (gpu_check)"}, log=lambda s: None, fp16=True)
-    print(f"exported {path} with its fp16 backbone in {time.perf_counter() - t:.0f} s", flush=True)
+    export_random(ROOT / "configs" / "realsr_x4.yaml", path, fp16=True)
 
 
 def torch_ms(model: DiffIRS2, size: int, device: str, runs: int, fp16: bool) -> float:

@@ -1,17 +1,16 @@
 //! How much memory one backbone call needs for its activations, read from the backbone graph itself: every
-//! tensor's shape inferred for the concrete input (tract), then the graph walked in its execution order
-//! with each tensor allocated when its node runs and freed after its last reader, as onnxruntime's
-//! allocation planner does (views such as Reshape share their input's buffer; element-wise ops may write
-//! over an input they read last). The peak of that walk is the one activation model the CPU and GPU plans
-//! share; it holds for every bundle whatever its widths, because it is the bundle's own graph.
+//! tensor's shape inferred for the concrete input (tract), then the graph walked in its execution order the
+//! way onnxruntime's allocation planner lays out shapes it knows (views share their input's buffer,
+//! element-wise ops may write over an input they read last, an output takes a dead buffer of its size). The
+//! peak of that walk is the one activation model the CPU and GPU plans share; it holds for every bundle
+//! whatever its widths, because it is the bundle's own graph.
 //!
-//! The weights are not counted (they are loaded once per session), nor the working buffers of convolution
-//! kernels: the CPU plan adds [`crate::plan::CPU_ACTIVATION_MARGIN`], the GPU plan
+//! The weights are not counted (they are loaded once per session), nor what the allocators and kernels add:
+//! the CPU plan multiplies by [`crate::plan::CPU_ACTIVATION_MARGIN`], the GPU plan by
 //! [`crate::plan::GPU_WORKSPACE_MARGIN`].
 
 use std::collections::HashMap;
 
-use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::internal::{DimLike, Factoid};
@@ -60,10 +59,17 @@ pub fn backbone(bundle: &Bundle, batch: usize, (h, w): (usize, usize), precision
         vec![batch, bundle.spec.input_channels, h, w],
         vec![batch, bundle.ipr_dim()],
     ];
-    let sizes = tensor_bytes(&g.bytes, &inputs).map_err(err)?;
-    let model = pb::ModelProto::decode(&g.bytes[..]).map_err(|e| err(e.to_string()))?;
-    let graph = model.graph.ok_or_else(|| err("no graph".into()))?;
-    peak_live(&graph, &sizes).map_err(err)
+    // One decode of the protobuf serves tract's shape inference and the walk over the nodes.
+    let onnx = tract_onnx::onnx();
+    let proto = onnx
+        .proto_model_for_read(&mut &g.bytes[..])
+        .map_err(|e| err(format!("not a readable ONNX model: {e}")))?;
+    let model = onnx
+        .model_for_proto_model(&proto)
+        .map_err(|e| err(format!("tract cannot load it: {e}")))?;
+    let sizes = tensor_bytes(model, &inputs).map_err(err)?;
+    let graph = proto.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
+    peak_live(graph, &sizes).map_err(err)
 }
 
 /// Bytes per input pixel of one backbone call at `precision`, from the graph at a reference tile of 64
@@ -100,12 +106,12 @@ pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> Result<f64> {
     Ok(v)
 }
 
-/// The size in bytes of every tensor of an ONNX graph (by name) for float32 inputs of these shapes, from
-/// tract's shape inference.
-pub fn tensor_bytes(onnx: &[u8], inputs: &[Vec<usize>]) -> std::result::Result<HashMap<String, u64>, String> {
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
-        .map_err(|e| format!("tract cannot load it: {e}"))?;
+/// The size in bytes of every tensor of a parsed ONNX graph (by the ONNX tensor's name) for float32 inputs of
+/// these shapes, from tract's shape inference.
+pub fn tensor_bytes(
+    mut model: InferenceModel,
+    inputs: &[Vec<usize>],
+) -> std::result::Result<HashMap<String, u64>, String> {
     for (i, shape) in inputs.iter().enumerate() {
         model
             .set_input_fact(i, f32::fact(shape.clone()).into())

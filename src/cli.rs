@@ -295,11 +295,6 @@ impl EngineArgs {
         })
     }
 
-    /// Start the pipeline the flags ask for (no printing).
-    fn pipeline(&self, bundle: Bundle) -> Result<Pipeline> {
-        Pipeline::open(bundle, &self.options()?)
-    }
-
     /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
     /// tiling its plan chose.
     pub fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
@@ -821,14 +816,15 @@ pub fn info(args: &InfoArgs) -> Result<String> {
             }
         }
     }
+    // --tile, --tile-batch and --precision as given (the default tile for auto or the whole image).
+    let options = args.engine.options()?;
+    let tile = match options.tile {
+        TileRequest::Pixels(t) => t,
+        _ => crate::pipeline::DEFAULT_TILE,
+    };
+    out += &activations_line(&bundle, tile, options.tile_batch.unwrap_or(1), options.precision);
     if args.engine.backend.is_some() || args.engine.triton_url.is_some() {
-        let options = args.engine.options()?;
-        let (tile, batch) = match options.tile {
-            TileRequest::Pixels(t) => (t, options.tile_batch.unwrap_or(1)),
-            _ => (crate::pipeline::DEFAULT_TILE, options.tile_batch.unwrap_or(1)),
-        };
-        out += &activations_line(&bundle, tile, batch, options.precision);
-        match args.engine.pipeline(bundle) {
+        match Pipeline::open(bundle, &options) {
             Ok(pipeline) => {
                 out += &format!("runs on:        {}\n", pipeline.runs_on());
                 out += &format!("{}\n", pipeline.backend_line());
@@ -839,8 +835,6 @@ pub fn info(args: &InfoArgs) -> Result<String> {
                 return Err(e);
             }
         }
-    } else {
-        out += &activations_line(&bundle, crate::pipeline::DEFAULT_TILE, 1, Precision::Fp32);
     }
     Ok(out)
 }

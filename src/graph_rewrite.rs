@@ -190,15 +190,13 @@ pub fn channel_means_as_reduce_mean(onnx: &[u8]) -> Result<Option<Vec<u8>>, Stri
                 ..Default::default()
             });
         }
-        let mut mean = node(
+        nodes.push(node(
             "ReduceMean",
             format!("{}/as_reduce_mean", n.name),
             inputs,
             n.output[0].clone(),
             attributes,
-        );
-        mean.output = n.output.clone();
-        nodes.push(mean);
+        ));
     }
     graph.node = nodes;
     // The mean weights no other node reads go.

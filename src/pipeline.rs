@@ -267,7 +267,7 @@ impl Pipeline {
 
     /// A pipeline on a started backend, with its plan and its backend lines.
     fn from_started(bundle: Bundle, started: backend::Started) -> Result<Pipeline> {
-        let runs_on = started.runs_on();
+        let runs_on = started.runs_on.to_string();
         let mut p = Pipeline::with_plan(bundle, started.engine, started.line, started.plan)?;
         p.backend_summary = started.summary;
         p.runs_on = runs_on;
@@ -631,9 +631,7 @@ impl Pipeline {
                         format!("tile {}", tiling.tile)
                     };
                     notes.push(format!("out of memory ({msg}); retrying with {change}"));
-                    if self.engine.fixed_batch(GraphKind::Backbone).is_some() {
-                        self.engine.resize(batch, tiling.tile_shape(multiple))?;
-                    }
+                    self.engine.resize(batch, tiling.tile_shape(multiple))?;
                     *self.reduced.lock().unwrap_or_else(|e| e.into_inner()) = Some((batch, tiling.tile));
                     lap(&mut timings.backbone);
                 }

@@ -65,6 +65,22 @@ impl Report {
             .collect()
     }
 
+    /// Why the CUDA provider cannot run with these libraries, in one line (what to install, or the missing
+    /// driver); None when every library it needs loaded.
+    pub fn unusable(&self) -> Option<String> {
+        let (driver, libs): (Vec<&str>, Vec<&str>) = self.missing().into_iter().partition(|&m| m == DRIVER);
+        let mut why = vec![];
+        if !libs.is_empty() {
+            why.push(format!("{} not found ({HINT})", libs.join(", ")));
+        }
+        if !driver.is_empty() {
+            why.push(format!(
+                "{DRIVER} not found: no NVIDIA driver here (in a container, hand the GPU in: docker run --gpus all)"
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
     /// One line per library: `cuda library:  NAME from PATH` (or why not), for `diffir info`.
     pub fn lines(&self) -> Vec<String> {
         self.libraries
@@ -231,6 +247,11 @@ mod tests {
             let lines = report.lines();
             assert!(lines[1].contains("libcublasLt.so.13 not found (searched"), "{lines:?}");
             assert!(lines.last().unwrap().contains("no NVIDIA driver"), "{lines:?}");
+            let why = report.unusable().unwrap();
+            assert!(
+                why.contains("libcublasLt.so.13") && why.contains("no NVIDIA driver here"),
+                "{why}"
+            );
         }
     }
 }

@@ -15,6 +15,7 @@ use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
 use super::binding::{Bound, Memory};
+use super::capture::{self, run_with_capture_fallback, Capture};
 use super::optimised_cache::{self, OptimisedKey};
 use super::shared_weights::SharedWeights;
 use super::{check_len, tensorrt, Engine, EngineOptions, Input, Tensor};
@@ -235,19 +236,9 @@ pub fn provider_unavailable(p: Provider, ep_options: &[(String, String)]) -> Opt
         // The provider is in the build; the CUDA and cuDNN libraries it loads must be on the machine.
         Ok(true) => {
             let rt = runtime().ok()?;
-            let missing = super::cuda_libs::preload(&rt.path).missing();
-            let (driver, libs): (Vec<&str>, Vec<&str>) = missing.iter().partition(|&&m| m == super::cuda_libs::DRIVER);
-            let mut why = vec![];
-            if !libs.is_empty() {
-                why.push(format!("{} not found ({})", libs.join(", "), super::cuda_libs::HINT));
-            }
-            if !driver.is_empty() {
-                why.push(format!(
-                    "{} not found: no NVIDIA driver here (in a container, hand the GPU in: docker run --gpus all)",
-                    super::cuda_libs::DRIVER
-                ));
-            }
-            (!why.is_empty()).then(|| format!("{}: {}", p.name(), why.join("; ")))
+            super::cuda_libs::preload(&rt.path)
+                .unusable()
+                .map(|why| format!("{}: {why}", p.name()))
         }
         Ok(false) => Some(format!(
             "{}: not in this onnxruntime build ({GPU_INSTALL_HINT})",
@@ -390,36 +381,43 @@ impl OrtEngine {
         let mut note = None;
         let pool = (0..size)
             .map(|_| {
-                let plain = || {
-                    let build = Build {
-                        fixed,
-                        ..Build::default()
-                    };
-                    session(rt, bundle, opts, kind, p, build).map(Runner::Plain)
-                };
-                match fixed {
-                    Some(shape) if opts.bind_io && p.plugin().is_none() => {
-                        match bound(rt, bundle, opts, kind, p, shape) {
-                            Ok(r) => Ok(r),
-                            Err(why) => {
-                                note = Some(why);
-                                plain()
-                            }
-                        }
-                    }
-                    _ => plain(),
-                }
-                .map(Mutex::new)
+                let (runner, why) = Self::runner(rt, bundle, opts, kind, p)?;
+                note = note.take().or(why);
+                Ok(Mutex::new(runner))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((pool, note))
     }
 
-    /// The fixed-shape backbone session of a runner whose CUDA graph capture failed: the same bound session
-    /// without a graph, or a plain one.
+    /// One session of `kind` as the engine runs it: bound to buffers of its fixed shape where the plan binds
+    /// I/O, else plain; and why binding is off, where it failed.
+    fn runner(
+        rt: &Runtime,
+        bundle: &Bundle,
+        opts: &EngineOptions,
+        kind: GraphKind,
+        p: Provider,
+    ) -> Result<(Runner, Option<String>)> {
+        let fixed = fixed_shape(kind, opts);
+        let plain = || {
+            let build = Build {
+                fixed,
+                ..Build::default()
+            };
+            session(rt, bundle, opts, kind, p, build).map(Runner::Plain)
+        };
+        match fixed {
+            Some(shape) if opts.bind_io && p.plugin().is_none() => match bound(rt, bundle, opts, kind, p, shape) {
+                Ok(r) => Ok((r, None)),
+                Err(why) => Ok((plain()?, Some(why))),
+            },
+            _ => Ok((plain()?, None)),
+        }
+    }
+
+    /// The backbone session that replaces one whose CUDA graph capture failed: the same session without a
+    /// graph.
     fn uncaptured(&self, opts: &EngineOptions) -> Result<Runner> {
-        let rt = runtime()?;
-        let kind = GraphKind::Backbone;
         let opts = EngineOptions {
             cuda_options: opts
                 .cuda_options
@@ -429,19 +427,7 @@ impl OrtEngine {
                 .collect(),
             ..opts.clone()
         };
-        let Some(shape) = fixed_shape(kind, &opts) else {
-            return Err(Error::graph(kind, "no fixed shape to rebuild"));
-        };
-        match bound(rt, &self.bundle, &opts, kind, self.provider, shape) {
-            Ok(r) => Ok(r),
-            Err(_) => {
-                let build = Build {
-                    fixed: Some(shape),
-                    ..Build::default()
-                };
-                session(rt, &self.bundle, &opts, kind, self.provider, build).map(Runner::Plain)
-            }
-        }
+        Self::runner(runtime()?, &self.bundle, &opts, GraphKind::Backbone, self.provider).map(|(r, _)| r)
     }
 
     fn fp32_session(&self, graph: GraphKind) -> Result<&Mutex<Session>> {
@@ -545,67 +531,6 @@ impl Runner {
             Runner::Bound(b, None) => b.run(inputs),
             Runner::Bound(b, Some(capture)) => capture.run(|| b.run(inputs)),
         }
-    }
-}
-
-/// onnxruntime's CUDA provider captures a CUDA graph during a session's first runs, and CUDA captures in a
-/// process-wide mode: another thread that allocates or copies on the device meanwhile breaks the capture
-/// (onnxruntime documents CUDA graphs as single-threaded). So every run of a CUDA session takes this lock to
-/// share it, and the runs of a session that may be capturing take it alone.
-pub(crate) static DEVICE_CAPTURE: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// How many runs of a CUDA-graph session hold [`DEVICE_CAPTURE`] alone: onnxruntime runs the session
-/// normally at least once (allocating its memory), captures during the next run, and replays after that;
-/// one more run is covered in case of a warm-up the provider adds.
-pub(crate) const CAPTURE_RUNS: usize = 3;
-
-/// The capture state of one CUDA-graph session.
-#[derive(Debug, Default)]
-pub(crate) struct Capture {
-    runs: usize,
-}
-
-impl Capture {
-    /// Run `f` holding [`DEVICE_CAPTURE`] alone while the session may be capturing, shared after.
-    pub(crate) fn run<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let capturing = self.capturing();
-        self.runs += 1;
-        if capturing {
-            let _alone = DEVICE_CAPTURE.write().unwrap_or_else(|e| e.into_inner());
-            f()
-        } else {
-            let _shared = DEVICE_CAPTURE.read().unwrap_or_else(|e| e.into_inner());
-            f()
-        }
-    }
-
-    /// Whether the next run may capture the graph.
-    pub(crate) fn capturing(&self) -> bool {
-        self.runs < CAPTURE_RUNS
-    }
-}
-
-/// Run `runner`; where a CUDA graph capture fails, replace it with `rebuild()` (the same session without a
-/// graph), run that instead, and say so in a note. Out-of-memory errors are passed on (the pipeline
-/// shrinks its tiles); so are failures of a graph already captured.
-pub(crate) fn run_with_capture_fallback<R>(
-    runner: &mut R,
-    capturing: impl Fn(&R) -> bool,
-    run: impl Fn(&mut R) -> Result<Tensor>,
-    rebuild: impl FnOnce() -> Result<R>,
-    notes: &Mutex<Vec<String>>,
-) -> Result<Tensor> {
-    let was_capturing = capturing(runner);
-    match run(runner) {
-        Err(e) if was_capturing && !matches!(e, Error::OutOfMemory { .. }) => {
-            *runner = rebuild()?;
-            notes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(format!("CUDA graph capture failed ({e}); running without a CUDA graph"));
-            run(runner)
-        }
-        r => r,
     }
 }
 
@@ -806,7 +731,7 @@ fn session(
                 &g.bytes,
                 &profile,
                 fp16,
-                &tensorrt::gpu_name(opts.device),
+                &crate::gpus::Devices::probe().name(opts.device),
                 &tensorrt::tensorrt_version(),
                 &rt.version,
             );
@@ -1002,7 +927,7 @@ impl Engine for OrtEngine {
             if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
                 drop(state);
                 let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
-                let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
+                let _shared = self.device_shared();
                 return run_session(&mut session, graph, inputs);
             }
         }
@@ -1026,7 +951,7 @@ impl Engine for OrtEngine {
                 &self.notes,
             );
         }
-        let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
+        let _shared = self.device_shared();
         runner.run(graph, inputs)
     }
 
@@ -1036,7 +961,7 @@ impl Engine for OrtEngine {
         }
         Some(self.fp32_session(graph).and_then(|s| {
             let mut session = s.lock().unwrap_or_else(|e| e.into_inner());
-            let _shared = self.shares_the_device().then(|| DEVICE_CAPTURE.read());
+            let _shared = self.device_shared();
             run_session(&mut session, graph, inputs)
         }))
     }
@@ -1105,9 +1030,10 @@ impl Engine for OrtEngine {
 }
 
 impl OrtEngine {
-    /// Whether this engine's runs share a CUDA device with sessions that may be capturing a CUDA graph.
-    fn shares_the_device(&self) -> bool {
-        matches!(self.provider, Provider::Cuda | Provider::TensorRt)
+    /// For a run on a CUDA device, the device shared with other runs (a capturing session has it alone:
+    /// crate::backend::capture).
+    fn device_shared(&self) -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+        matches!(self.provider, Provider::Cuda | Provider::TensorRt).then(capture::device_shared)
     }
 }
 
@@ -1132,107 +1058,6 @@ mod tests {
         assert_eq!(fixed_shape(GraphKind::CpenFeatures, &opts), None);
         let whole = EngineOptions::default();
         assert_eq!(fixed_shape(GraphKind::Backbone, &whole), None);
-    }
-}
-
-#[cfg(test)]
-mod capture_tests {
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    use super::*;
-
-    /// A runner whose CUDA graph capture fails (as a capture broken by another thread's allocation does).
-    struct Fake {
-        graph: bool,
-        runs: usize,
-    }
-
-    fn ok() -> Tensor {
-        Tensor {
-            shape: vec![1],
-            data: vec![1.0],
-        }
-    }
-
-    fn run_fake(r: &mut Fake) -> Result<Tensor> {
-        r.runs += 1;
-        if r.graph {
-            Err(Error::graph(
-                GraphKind::Backbone,
-                "CUDA failure 900: operation not permitted when stream is capturing",
-            ))
-        } else {
-            Ok(ok())
-        }
-    }
-
-    #[test]
-    fn a_failed_capture_falls_back_to_the_session_without_a_graph() {
-        let notes = Mutex::new(vec![]);
-        let mut r = Fake { graph: true, runs: 0 };
-        let capturing = |r: &Fake| r.graph && r.runs < CAPTURE_RUNS;
-        let rebuilt = || Ok(Fake { graph: false, runs: 0 });
-        let out = run_with_capture_fallback(&mut r, capturing, run_fake, rebuilt, &notes).unwrap();
-        assert_eq!(out, ok());
-        assert!(!r.graph, "the runner was replaced");
-        let notes = notes.into_inner().unwrap();
-        assert_eq!(notes.len(), 1);
-        assert!(notes[0].starts_with("CUDA graph capture failed (") && notes[0].contains("without a CUDA graph"));
-        // Running out of memory while capturing is passed on: the pipeline shrinks the batch.
-        let notes = Mutex::new(vec![]);
-        let mut r = Fake { graph: true, runs: 0 };
-        let oom = |r: &mut Fake| -> Result<Tensor> {
-            r.runs += 1;
-            Err(Error::OutOfMemory {
-                graph: GraphKind::Backbone,
-                msg: "CUDA failure 2: out of memory".into(),
-            })
-        };
-        let e = run_with_capture_fallback(&mut r, capturing, oom, rebuilt, &notes).unwrap_err();
-        assert!(matches!(e, Error::OutOfMemory { .. }));
-        assert!(r.graph && notes.lock().unwrap().is_empty());
-        // A graph already captured that fails is an error, not a rebuild.
-        let mut r = Fake {
-            graph: true,
-            runs: CAPTURE_RUNS,
-        };
-        assert!(run_with_capture_fallback(&mut r, capturing, run_fake, rebuilt, &notes).is_err());
-        assert!(r.graph);
-    }
-
-    /// While a session may be capturing, no other run on the device starts; after its capture runs it
-    /// shares the device.
-    #[test]
-    fn capture_runs_hold_the_device_alone() {
-        let order = Mutex::new(vec![]);
-        let mut capture = Capture::default();
-        std::thread::scope(|s| {
-            let (started, wait) = mpsc::channel();
-            let order = &order;
-            let capture = &mut capture;
-            s.spawn(move || {
-                capture
-                    .run(|| {
-                        started.send(()).unwrap();
-                        std::thread::sleep(Duration::from_millis(200));
-                        order.lock().unwrap().push("capture");
-                        Ok(())
-                    })
-                    .unwrap();
-            });
-            wait.recv().unwrap();
-            let _shared = DEVICE_CAPTURE.read().unwrap();
-            order.lock().unwrap().push("other run");
-        });
-        assert_eq!(*order.lock().unwrap(), ["capture", "other run"]);
-        // Past its capture runs, a session's runs share the device with others.
-        for _ in 1..CAPTURE_RUNS {
-            capture.run(|| Ok(())).unwrap();
-        }
-        assert!(!capture.capturing());
-        let _other = DEVICE_CAPTURE.read().unwrap();
-        capture.run(|| Ok(())).unwrap();
     }
 }
 

@@ -83,12 +83,6 @@ fn cache_root_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf 
         .unwrap_or_else(|| PathBuf::from(".diffir-cache"))
 }
 
-/// The model name of CUDA device `index` (crate::gpus: nvidia-smi's row for it, CUDA_VISIBLE_DEVICES
-/// applied; "unknown" if none).
-pub fn gpu_name(index: i32) -> String {
-    crate::gpus::Devices::probe().name(index)
-}
-
 /// TensorRT's version from the `libnvinfer.so.X.Y.Z` found in the library path ("unknown" if none).
 pub fn tensorrt_version() -> String {
     let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")

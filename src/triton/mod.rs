@@ -62,7 +62,7 @@ pub fn start(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result
     Ok(Started {
         engine: Box::new(engine),
         summary: line.clone(),
-        provider: None,
+        runs_on: crate::backend::RunsOn::Triton,
         line,
         plan,
     })
