@@ -61,5 +61,8 @@ cargo run --locked --quiet --example restore -- tests/fixtures/bundles/sr_x4/inp
 test -s "$EXAMPLES_OUT/restored.png"
 cargo run --locked --quiet --example in_memory -- tests/fixtures/images/rgba.png
 
+echo "== reliability: hostile clients and input folders against the server and the CLI (scripts/abuse.py)"
+"$PY" scripts/abuse.py --binary target/debug/diffir
+
 echo "== containers: build the cpu and cuda images (podman) and test them by running them"
 "$PY" scripts/image_test.py --binary target/debug/diffir

@@ -16,6 +16,8 @@ use crate::plan::{DeviceList, TileRequest};
 /// Exit codes.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_SOME_FAILED: i32 = 1;
+/// Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: i32 = 130;
 pub const EXIT_USAGE: i32 = 2;
 
 #[derive(Debug, Parser)]
@@ -194,6 +196,11 @@ pub struct EngineArgs {
     /// How long an unavailable Triton server is retried before an image fails, in seconds.
     #[arg(long, default_value_t = 15.0, value_name = "SECONDS", value_parser = parse_seconds)]
     pub triton_retry: f64,
+    /// Write nothing to disk: neither read nor store onnxruntime's optimised graphs and TensorRT's engines in
+    /// the cache folder ($DIFFIR_CACHE_DIR, else $XDG_CACHE_HOME/diffir or ~/.cache/diffir), for read-only
+    /// deployments; every start optimises again.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Say more: the library's path, each backend skipped and why.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -303,6 +310,9 @@ impl EngineArgs {
 
     /// `start` with options the caller completed (noise, limits).
     pub fn open(&self, bundle: Bundle, options: &RestoreOptions) -> Result<(Pipeline, Tiling)> {
+        if self.no_cache {
+            crate::backend::optimised_cache::disable_disk_cache();
+        }
         let pipeline = Pipeline::open(bundle, options)?;
         if self.verbose {
             eprintln!("{}", pipeline.backend_line());
@@ -495,9 +505,31 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Largest request body in bytes (413 above).
+    /// Largest request body in bytes (413 above; a larger declared Content-Length is refused before reading).
     #[arg(long, default_value_t = 64 << 20)]
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive in full (408 after it).
+    #[arg(long, default_value_t = 60.0, value_parser = parse_seconds)]
+    pub body_timeout: f64,
+    /// Seconds a connection may take to send a request's headers, counted from when it opens or its last
+    /// response was sent (also the idle timeout of keep-alive connections).
+    #[arg(long, default_value_t = 20.0, value_parser = parse_seconds)]
+    pub header_timeout: f64,
+    /// Connections open at once; more wait in the listen backlog [default: 1024, or the open-files limit
+    /// less 64 where that is lower].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+    /// Seconds open connections may take to finish after SIGTERM/SIGINT; then they are dropped and the
+    /// server exits 0 (a second signal ends the wait at once).
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    pub shutdown_timeout: f64,
+    /// Tile sizes a request may choose with `tile` (comma-separated, each at least 32; 0 among them allows
+    /// whole images) [default: the plan's tile and its halves down to 64].
+    #[arg(long, value_delimiter = ',', value_parser = parse_request_tile)]
+    pub request_tiles: Vec<usize>,
+    /// Let requests run whole images (tile=0); their memory estimate is still checked.
+    #[arg(long)]
+    pub allow_whole_image: bool,
     /// Largest input image in pixels, checked from its header before decoding (413 above).
     #[arg(long, default_value_t = 50_000_000)]
     pub max_pixels: u64,
@@ -517,6 +549,28 @@ pub struct ServeArgs {
     /// JPEG quality of JPEG outputs (1-100).
     #[arg(long, default_value_t = image_io::DEFAULT_JPEG_QUALITY, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+}
+
+fn parse_request_tile(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Ok(0),
+        Ok(t) if t >= crate::serve::MIN_REQUEST_TILE => Ok(t),
+        _ => Err(format!(
+            "'{s}' is not a tile size of at least {} pixels (or 0)",
+            crate::serve::MIN_REQUEST_TILE
+        )),
+    }
+}
+
+/// The open-files limit of this process (soft), where it can be read.
+fn open_files_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 fn parse_seconds(s: &str) -> std::result::Result<f64, String> {
@@ -563,10 +617,47 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         }
         let bundle = load_model(path.as_deref())?;
         let (pipeline, tiling) = args.engine.start(bundle)?;
-        models.push(crate::serve::ServedModel { name, pipeline, tiling });
+        let mut request_tiles = if args.request_tiles.is_empty() {
+            crate::serve::default_request_tiles(tiling.tile)
+        } else {
+            args.request_tiles.clone()
+        };
+        if args.allow_whole_image && !request_tiles.contains(&0) {
+            request_tiles.insert(0, 0);
+        }
+        models.push(crate::serve::ServedModel {
+            name,
+            pipeline,
+            tiling,
+            request_tiles,
+        });
     }
+    let max_connections = match (args.max_connections, open_files_limit()) {
+        (Some(n), _) => n as usize,
+        (None, Some(files)) => files.saturating_sub(64).clamp(1, 1024) as usize,
+        (None, None) => 1024,
+    };
+    // The backbone memory one restore may take on the CPU: the plan's budget shared by the restores that
+    // run at once. GPU plans are bounded by their tile sizes instead.
+    let on_cpu = models.iter().all(|m| m.pipeline.plan().devices.is_empty());
+    let memory_per_restore = on_cpu
+        .then(|| {
+            args.engine
+                .max_memory
+                .map(|b| b as f64)
+                .or_else(|| crate::plan::available_memory().map(|b| b as f64 * crate::plan::CPU_MEMORY_SHARE))
+        })
+        .flatten()
+        .map(|b| b / args.max_concurrency.max(1) as f64);
     let opts = crate::serve::ServeOptions {
         listen: args.listen,
+        body_timeout: std::time::Duration::from_secs_f64(args.body_timeout),
+        conn: crate::serve::ConnLimits {
+            max_connections,
+            header_timeout: std::time::Duration::from_secs_f64(args.header_timeout),
+            shutdown_timeout: std::time::Duration::from_secs_f64(args.shutdown_timeout),
+        },
+        memory_per_restore,
         max_body_bytes: args.max_body_bytes,
         max_pixels: args.max_pixels,
         max_concurrency: args.max_concurrency as usize,
@@ -697,15 +788,25 @@ fn collect(
     if !visited.insert(std::fs::canonicalize(dir)?) {
         notes.push(format!(
             "{}: not entered (this folder was reached already; symlink loop or second link)",
-            dir.display()
+            crate::names::escaped(dir)
         ));
         return Ok(());
     }
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.is_dir() {
+        // Following symlinks, as reading does; a dangling link is left to the read to report.
+        let kind = std::fs::metadata(&path).map(|m| m.file_type());
+        if kind.as_ref().is_ok_and(|k| k.is_dir()) {
             collect(&path, out, visited, notes)?;
         } else if image_io::is_supported_input(&path) {
+            if kind.as_ref().is_ok_and(|k| !k.is_file()) {
+                // A FIFO would block the whole batch; sockets and devices are no images either.
+                notes.push(format!(
+                    "{}: skipped (not a regular file: a FIFO, socket or device)",
+                    crate::names::escaped(&path)
+                ));
+                continue;
+            }
             out.push(path);
         }
     }
@@ -847,28 +948,33 @@ pub struct BatchReport {
     pub skipped: usize,
     /// Inputs that failed, with why.
     pub failed: Vec<(PathBuf, String)>,
+    /// Inputs not restored because Ctrl-C or SIGTERM stopped the run (Some: it was stopped).
+    pub interrupted: Option<usize>,
 }
 
 impl BatchReport {
     /// The run's last line: images written, skipped and failed, the time, and where the outputs went.
     pub fn summary(&self, secs: f64, output: &Path) -> String {
+        let output = crate::names::escaped(output);
+        if let Some(left) = self.interrupted {
+            return format!(
+                "interrupted: {} done, {} failed, {left} not restored, in {secs:.1} s: {output}",
+                self.done,
+                self.failed.len()
+            );
+        }
         let skipped = if self.skipped > 0 {
             format!(", {} skipped (output exists)", self.skipped)
         } else {
             String::new()
         };
         if self.failed.is_empty() {
-            format!(
-                "{} image(s) restored{skipped} in {secs:.1} s: {}",
-                self.done,
-                output.display()
-            )
+            format!("{} image(s) restored{skipped} in {secs:.1} s: {output}", self.done)
         } else {
             format!(
-                "{} done{skipped}, {} failed, in {secs:.1} s: {}",
+                "{} done{skipped}, {} failed, in {secs:.1} s: {output}",
                 self.done,
-                self.failed.len(),
-                output.display()
+                self.failed.len()
             )
         }
     }
@@ -940,8 +1046,9 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
             b.set_position(p.tiles_done as u64);
         }
     };
+    let interrupt = crate::interrupt::install();
     let control = Control {
-        cancel: None,
+        cancel: Some(interrupt),
         progress: if per_tile && bar.is_some() {
             Some(&tile_progress)
         } else {
@@ -958,11 +1065,16 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         }
         let format = image_io::OutputFormat::from_path(&job.output)?;
         let picture = image_io::read_picture(&job.input, args.max_pixels)?;
+        if !args.engine.quiet {
+            for note in &picture.notes {
+                say(format!("note: {}: {note}", crate::names::escaped(&job.input)));
+            }
+        }
         format.check_can_hold(&job.output, picture.alpha.is_some())?;
         let done = pipeline.restore_picture(&picture, mask.as_ref(), &noise, &tiling, args.finish(), &control)?;
         if !args.engine.quiet {
             for note in &done.restored.notes {
-                say(format!("note: {}: {note}", job.input.display()));
+                say(format!("note: {}: {note}", crate::names::escaped(&job.input)));
             }
         }
         let carry = done.carry(&picture);
@@ -977,14 +1089,15 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     let outcomes = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
     let lane = || {
         use std::sync::atomic::Ordering;
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) && !crate::interrupt::interrupted() {
             let i = next.fetch_add(1, Ordering::SeqCst);
             let Some(job) = jobs.get(i) else { break };
             if let Some(b) = &bar {
-                b.set_message(job.input.display().to_string());
+                b.set_message(crate::names::escaped(&job.input));
             }
             let result = run_job(job);
             match &result {
+                Err(Error::Cancelled) => {}
                 Err(e) if e.is_model_error() => stop.store(true, Ordering::SeqCst),
                 Err(e) => say(error_line(&job.input, e)),
                 Ok(_) => {}
@@ -1013,14 +1126,19 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         done: 0,
         skipped: 0,
         failed: vec![],
+        interrupted: None,
     };
     for (i, result) in outcomes {
         match result {
             Ok(Done::Written) => report.done += 1,
             Ok(Done::Skipped) => report.skipped += 1,
+            Err(Error::Cancelled) => {}
             Err(e) if e.is_model_error() => return Err(e),
             Err(e) => report.failed.push((jobs[i].input.clone(), e.to_string())),
         }
+    }
+    if crate::interrupt::interrupted() {
+        report.interrupted = Some(jobs.len() - report.done - report.skipped - report.failed.len());
     }
     Ok(report)
 }
@@ -1113,6 +1231,7 @@ fn restore_stream(
         done: 0,
         skipped: 0,
         failed: vec![],
+        interrupted: None,
     };
     let run = || -> Result<()> {
         let (picture, decoded_format) = picture?;
@@ -1172,7 +1291,7 @@ fn restore_stream(
 /// "error: INPUT: why", naming the input once even where the error names a path itself.
 fn error_line(input: &Path, e: &Error) -> String {
     let msg = e.to_string();
-    let path = input.display().to_string();
+    let path = crate::names::escaped(input);
     if msg.starts_with(&path) {
         format!("error: {msg}")
     } else {
@@ -1219,11 +1338,13 @@ pub fn run() -> i32 {
             let clock = std::time::Instant::now();
             match restore(&args) {
                 Ok(report) => {
-                    let ok = report.failed.is_empty();
+                    let ok = report.failed.is_empty() && report.interrupted.is_none();
                     if !(ok && args.engine.quiet) {
                         eprintln!("{}", report.summary(clock.elapsed().as_secs_f64(), &args.output));
                     }
-                    if ok {
+                    if report.interrupted.is_some() {
+                        EXIT_INTERRUPTED
+                    } else if ok {
                         EXIT_OK
                     } else {
                         EXIT_SOME_FAILED

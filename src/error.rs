@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::bundle::GraphKind;
+use crate::names::{escaped, escaped_text};
 
 /// An underlying error (an engine's own), kept as the source.
 pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -12,7 +13,7 @@ pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", escaped(path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -21,7 +22,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// bundle.yaml is malformed or contradicts itself or its graphs.
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", escaped(path), escaped_text(msg))]
     Bundle {
         /// The bundle folder or file at fault.
         path: PathBuf,
@@ -43,7 +44,7 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
     /// An input image, mask or noise file is unusable.
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", escaped(path), escaped_text(msg))]
     Input {
         /// The input file (`<stdin>` for standard input, `(in memory)` for bytes).
         path: PathBuf,
@@ -54,7 +55,7 @@ pub enum Error {
     #[error("{0}")]
     Mask(String),
     /// An input is over a configured limit (`--max-pixels`).
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", escaped(path), escaped_text(msg))]
     TooLarge {
         /// The input.
         path: PathBuf,
@@ -87,7 +88,7 @@ pub enum Error {
         msg: String,
     },
     /// The output exists and --overwrite was not given.
-    #[error("{path}: already exists (use --overwrite to replace it)")]
+    #[error("{}: already exists (use --overwrite to replace it)", escaped(path))]
     Exists {
         /// The output file.
         path: PathBuf,

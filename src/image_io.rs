@@ -46,8 +46,11 @@ pub struct Picture {
     pub depth: Depth,
     /// The file is grayscale: the result is written as grayscale.
     pub gray: bool,
-    /// The embedded ICC colour profile, carried to the output.
+    /// The embedded ICC colour profile, carried to the output (at most 4 MiB: a larger one is dropped with
+    /// a note).
     pub icc: Option<Vec<u8>>,
+    /// What decoding left out, in words, for the user (an ICC profile over the limit).
+    pub notes: Vec<String>,
 }
 
 /// Default `--max-pixels`: inputs larger than this are refused before decoding.
@@ -66,18 +69,18 @@ pub fn read_picture(path: &Path, max_pixels: u64) -> Result<Picture> {
             depth: Depth::Float,
             gray: false,
             icc: None,
+            notes: vec![],
         });
     }
-    let (img, icc) = decode(path, max_pixels)?;
-    Ok(picture_from(img, icc, image_is_bmp(path)))
+    let (img, icc, notes) = decode(path, max_pixels)?;
+    Ok(picture_from(img, icc, notes, image_is_bmp(path)))
 }
 
 /// Decode an encoded image held in memory (PNG, JPEG, WebP, TIFF, BMP) with the same handling as files:
 /// 16-bit, alpha, grayscale, palette, EXIF orientation, ICC, and `max_pixels` checked from the header.
 /// Returns the picture and the format it was in (`label` names the source in errors).
 pub fn decode_picture(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(Picture, OutputFormat)> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes));
-    let (img, icc, format) = decode_from(reader, label, max_pixels)?;
+    let (img, icc, notes, format) = decode_bytes(bytes, label, max_pixels)?;
     let out = match format {
         image::ImageFormat::Jpeg => OutputFormat::Jpeg,
         image::ImageFormat::WebP => OutputFormat::Webp,
@@ -85,7 +88,31 @@ pub fn decode_picture(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(Pi
         image::ImageFormat::Bmp => OutputFormat::Bmp,
         _ => OutputFormat::Png,
     };
-    Ok((picture_from(img, icc, format == image::ImageFormat::Bmp), out))
+    Ok((picture_from(img, icc, notes, format == image::ImageFormat::Bmp), out))
+}
+
+/// Decode from memory: a PNG whose ICC profile expands past the limit without that chunk, a stored
+/// profile over the limit dropped after decoding; each with a note.
+fn decode_bytes(
+    bytes: &[u8],
+    label: &Path,
+    max_pixels: u64,
+) -> Result<(DynamicImage, Option<Vec<u8>>, Vec<String>, image::ImageFormat)> {
+    Ok(match crate::icc::oversized_png_profile(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| Error::io(label, e))?
+    {
+        Some((start, end)) => {
+            let stripped = [&bytes[..start as usize], &bytes[end as usize..]].concat();
+            let (img, icc, format) = decode_from(image::ImageReader::new(std::io::Cursor::new(stripped)), label, max_pixels)?;
+            let note = crate::icc::dropped_note(&crate::icc::Dropped::Over);
+            (img, icc, vec![note], format)
+        }
+        None => {
+            let (img, icc, format) = decode_from(image::ImageReader::new(std::io::Cursor::new(bytes)), label, max_pixels)?;
+            let (icc, notes) = limit_icc(icc);
+            (img, icc, notes, format)
+        }
+    })
 }
 
 fn image_is_bmp(path: &Path) -> bool {
@@ -93,7 +120,7 @@ fn image_is_bmp(path: &Path) -> bool {
 }
 
 /// The picture of a decoded image; `bmp`: BMP palettes that are all gray count as grayscale.
-fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, bmp: bool) -> Picture {
+fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, notes: Vec<String>, bmp: bool) -> Picture {
     let (width, height) = (img.width() as usize, img.height() as usize);
     // BMP palettes (1-, 4- and 8-bit) decode as RGB: a file whose every colour is gray is grayscale too.
     let gray = matches!(
@@ -141,6 +168,17 @@ fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, bmp: bool) -> Picture {
         depth,
         gray,
         icc,
+        notes,
+    }
+}
+
+/// A stored profile over the limit (JPEG, WebP, TIFF: never larger than the file) dropped with a note.
+fn limit_icc(icc: Option<Vec<u8>>) -> (Option<Vec<u8>>, Vec<String>) {
+    match icc {
+        Some(p) if p.len() > crate::icc::MAX_ICC_BYTES => {
+            (None, vec![crate::icc::dropped_note(&crate::icc::Dropped::Bytes(p.len()))])
+        }
+        icc => (icc, vec![]),
     }
 }
 
@@ -163,9 +201,29 @@ fn check_pixels(path: &Path, height: u64, width: u64, max_pixels: u64) -> Result
 }
 
 /// Decode with limits, apply the EXIF orientation, and return the ICC profile.
-fn decode(path: &Path, max_pixels: u64) -> Result<(DynamicImage, Option<Vec<u8>>)> {
-    let reader = image::ImageReader::open(path).map_err(|e| Error::io(path, e))?;
-    decode_from(reader, path, max_pixels).map(|(img, icc, _)| (img, icc))
+/// A PNG whose ICC profile expands past the limit is decoded without it (read into memory once, with that
+/// chunk left out); a file that is not a regular file (a pipe) is read into memory first.
+fn decode(path: &Path, max_pixels: u64) -> Result<(DynamicImage, Option<Vec<u8>>, Vec<String>)> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let regular = file.metadata().map_err(|e| Error::io(path, e))?.is_file();
+    if !regular {
+        let mut bytes = vec![];
+        file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        return decode_bytes(&bytes, path, max_pixels).map(|(img, icc, notes, _)| (img, icc, notes));
+    }
+    if crate::icc::oversized_png_profile(&mut file)
+        .map_err(|e| Error::io(path, e))?
+        .is_some()
+    {
+        let mut bytes = vec![];
+        file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+        return decode_bytes(&bytes, path, max_pixels).map(|(img, icc, notes, _)| (img, icc, notes));
+    }
+    let reader = image::ImageReader::new(std::io::BufReader::new(file));
+    let (img, icc, _) = decode_from(reader, path, max_pixels)?;
+    let (icc, notes) = limit_icc(icc);
+    Ok((img, icc, notes))
 }
 
 /// Decode from any reader (`label` names the source in errors); also returns the detected format.

@@ -17,10 +17,16 @@ pub mod error;
 pub mod gpus;
 #[path = "graph_rewrite.rs"]
 pub mod graph_rewrite;
+#[path = "icc.rs"]
+pub mod icc;
 #[path = "image_io.rs"]
 pub mod image_io;
+#[path = "interrupt.rs"]
+pub mod interrupt;
 #[path = "models.rs"]
 pub mod models;
+#[path = "names.rs"]
+pub mod names;
 #[path = "options.rs"]
 pub mod options;
 #[path = "pipeline.rs"]

@@ -32,7 +32,7 @@ pub mod internal;
 // The crate's own paths (crate::backend, ...) stay short; some are used by the command line only.
 #[allow(unused_imports)]
 use internal::{
-    activations, backend, bench, builtin, bundle, error, gpus, graph_rewrite, image_io, models, options, pipeline,
+    activations, backend, bench, builtin, bundle, error, gpus, graph_rewrite, icc, image_io, interrupt, models, names, options, pipeline,
     plan, preprocess, sampler, schedule, serve, tiling, triton,
 };
 

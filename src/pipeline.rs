@@ -361,6 +361,11 @@ impl Pipeline {
         &self.backend_line
     }
 
+    /// Plans the engine keeps per input shape, where it keeps them (tract); for the server's metrics.
+    pub(crate) fn cached_plans(&self) -> Option<usize> {
+        self.engine.cached_plans()
+    }
+
     /// One short line: the backend, its plan, and in a few words why.
     pub fn backend_summary(&self) -> &str {
         &self.backend_summary
@@ -415,11 +420,25 @@ impl Pipeline {
     /// values). A reduced-precision output with NaN or Inf is redone in fp32 where the backend can (the flag
     /// says so); elsewhere it is an error.
     pub fn backbone(&self, x: &[f32], shape: &[usize; 4], ipr: &[f32]) -> Result<(Tensor, bool)> {
+        self.backbone_until(x, shape, ipr, None)
+    }
+
+    /// `backbone`, stopped inside the run once `cancel` is set where the engine can (onnxruntime).
+    fn backbone_until(
+        &self,
+        x: &[f32],
+        shape: &[usize; 4],
+        ipr: &[f32],
+        cancel: Option<&AtomicBool>,
+    ) -> Result<(Tensor, bool)> {
         let s = self.bundle.scale();
         let n = shape[0];
         let ipr_shape = [n, ipr.len() / n.max(1)];
         let inputs = [Input::F32(shape, x), Input::F32(&ipr_shape, ipr)];
-        let mut out = self.engine.run(GraphKind::Backbone, &inputs)?;
+        let mut out = match cancel {
+            Some(cancel) => self.engine.run_until(GraphKind::Backbone, &inputs, cancel)?,
+            None => self.engine.run(GraphKind::Backbone, &inputs)?,
+        };
         let mut redone = false;
         if out.data.iter().any(|v| !v.is_finite()) {
             match self.engine.run_fp32(GraphKind::Backbone, &inputs) {
@@ -590,7 +609,7 @@ impl Pipeline {
         let mut notes = vec![];
         let (image_out, tiles, fp32_redos) = loop {
             let attempt = if tiling.tile_shape(multiple).is_none_or(|(th, tw)| hp <= th && wp <= tw) {
-                self.backbone(&x, &shape, &ipr).map(|(out, redone)| {
+                self.backbone_until(&x, &shape, &ipr, control.cancel).map(|(out, redone)| {
                     lap(&mut timings.backbone);
                     if let Some(report) = control.progress {
                         report(Progress {

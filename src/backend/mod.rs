@@ -41,6 +41,12 @@ pub struct Tensor {
 pub trait Engine: Send + Sync {
     /// Run one graph on inputs given in the graph contract's order; returns its single output.
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor>;
+    /// `run`, stopped as soon as it can once `cancel` is set ([`Error::Cancelled`](crate::Error::Cancelled)):
+    /// onnxruntime terminates the run inside the graph; engines that cannot stop a run inside a graph run
+    /// it to the end (the pipeline still stops between tiles).
+    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], _cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+        self.run(graph, inputs)
+    }
     /// Run again at full float32 precision, for backends that run reduced precision (fp16);
     /// None where `run` already is float32.
     fn run_fp32(&self, _graph: GraphKind, _inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
@@ -66,6 +72,10 @@ pub trait Engine: Send + Sync {
     /// The whole prior (CPEN and the reverse diffusion) in one call, for engines that run it as one graph
     /// (the Triton backend); None where the pipeline runs CPEN and the denoiser itself.
     fn prior(&self, _x: &[f32], _shape: &[usize; 4], _noise: &[f32]) -> Option<Result<Vec<f32>>> {
+        None
+    }
+    /// Plans or sessions the engine keeps per input shape (bounded), where it keeps them (tract).
+    fn cached_plans(&self) -> Option<usize> {
         None
     }
     /// A short description, e.g. "tract (CPU)" or "onnxruntime 1.31.1 (CPU)".

@@ -59,6 +59,12 @@ impl Engine for MultiDevice {
     fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
         self.on_least_busy(|e| e.run(graph, inputs))
     }
+    fn cached_plans(&self) -> Option<usize> {
+        self.engines.iter().map(|e| e.cached_plans()).sum()
+    }
+    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+        self.on_least_busy(|e| e.run_until(graph, inputs, cancel))
+    }
 
     fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
         self.on_least_busy(|e| e.run_fp32(graph, inputs))

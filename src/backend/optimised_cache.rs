@@ -63,13 +63,33 @@ pub fn cpu_identity(cpuinfo: &str) -> String {
     format!("{model}, flags {flags}")
 }
 
-/// The bytes at `path`, if a cached graph is there.
+static DISK_CACHE_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Neither read nor write the disk cache (optimised graphs, TensorRT engines) in this process
+/// (`--no-cache`, for read-only deployments): every start optimises again.
+pub fn disable_disk_cache() {
+    DISK_CACHE_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the disk cache is in use (not `--no-cache`).
+pub fn disk_cache_on() -> bool {
+    !DISK_CACHE_OFF.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The bytes at `path`, if a cached graph is there (and the cache is on).
 pub fn read(path: &Path) -> Option<Vec<u8>> {
+    if !disk_cache_on() {
+        return None;
+    }
     std::fs::read(path).ok().filter(|b| !b.is_empty())
 }
 
-/// Store `bytes` at `path` atomically (a temporary file in the same folder, renamed). Err: why not.
+/// Store `bytes` at `path` atomically (a temporary file in the same folder, renamed). Err: why not (the
+/// cache is off, or the folder cannot be written).
 pub fn store(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    if !disk_cache_on() {
+        return Err("the disk cache is off (--no-cache)".into());
+    }
     let dir = path.parent().ok_or("cache path has no folder")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

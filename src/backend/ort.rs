@@ -158,6 +158,11 @@ static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new()
 /// Load the library once per process; later calls return the same outcome.
 pub(crate) fn runtime() -> Result<&'static Runtime> {
     let r = RUNTIME.get_or_init(|| {
+        // onnxruntime's Linux telemetry keeps a device id and an event database under
+        // ~/.cache/Microsoft unless this is set (with_telemetry(false) below does not stop that).
+        if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+            std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+        }
         let mut tried = vec![];
         for path in library_candidates() {
             let is_bare_name = path.components().count() == 1;
@@ -169,6 +174,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
                 Ok(builder) => {
                     return builder
                         .with_name("diffir")
+                        .with_telemetry(false)
                         .build()
                         .map(|env| Runtime {
                             env,
@@ -735,17 +741,20 @@ fn session(
                 &tensorrt::tensorrt_version(),
                 &rt.version,
             );
-            let dir = key.dir(&tensorrt::cache_root());
-            std::fs::create_dir_all(&dir).map_err(|e| err(format!("cache folder {}: {e}", dir.display())))?;
-            let dir = dir.to_string_lossy().into_owned();
             let mut trt = TensorRT::default()
                 .with_device_id(opts.device)
                 .with_fp16(fp16)
-                .with_layer_norm_fp32_fallback(true)
-                .with_engine_cache(true)
-                .with_engine_cache_path(&dir)
-                .with_timing_cache(true)
-                .with_timing_cache_path(&dir);
+                .with_layer_norm_fp32_fallback(true);
+            if optimised_cache::disk_cache_on() {
+                let dir = key.dir(&tensorrt::cache_root());
+                std::fs::create_dir_all(&dir).map_err(|e| err(format!("cache folder {}: {e}", dir.display())))?;
+                let dir = dir.to_string_lossy().into_owned();
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir);
+            }
             if !profile.is_empty() {
                 trt = trt
                     .with_profile_min_shapes(&profile)
@@ -884,6 +893,17 @@ pub fn providers_used(
 }
 
 fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+    run_session_until(session, graph, inputs, None)
+}
+
+/// `run_session`, ended by onnxruntime's run termination once `cancel` is set (polled every 10 ms by a
+/// watcher thread while the run lasts): a whole-image run past its deadline stops inside the graph.
+fn run_session_until(
+    session: &mut Session,
+    graph: GraphKind,
+    inputs: &[Input<'_>],
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Tensor> {
     // The onnxruntime error is kept as the source (out-of-memory errors become Error::OutOfMemory).
     let err = |e: ort::Error| match Error::graph_or_oom(graph, format!("onnxruntime: {e}")) {
         Error::Graph { graph, msg, .. } => Error::Graph {
@@ -912,7 +932,38 @@ fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) ->
         };
         values.push((name, v));
     }
-    let outputs = session.run(values).map_err(err)?;
+    // Declared before the outputs, which borrow it.
+    let options = match cancel {
+        Some(_) => Some(ort::session::RunOptions::new().map_err(err)?),
+        None => None,
+    };
+    let outputs = match (cancel, &options) {
+        (Some(cancel), Some(options)) => {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let done = AtomicBool::new(false);
+            let outputs = std::thread::scope(|scope| {
+                let watcher = scope.spawn(|| {
+                    while !done.load(Ordering::Acquire) {
+                        if cancel.load(Ordering::Relaxed) {
+                            let _ = options.terminate();
+                            return;
+                        }
+                        std::thread::park_timeout(std::time::Duration::from_millis(10));
+                    }
+                });
+                let r = session.run_with_options(values, options);
+                done.store(true, Ordering::Release);
+                watcher.thread().unpark();
+                r
+            });
+            match outputs {
+                Ok(o) => o,
+                Err(_) if cancel.load(Ordering::Relaxed) => return Err(Error::Cancelled),
+                Err(e) => return Err(err(e)),
+            }
+        }
+        _ => session.run(values).map_err(err)?,
+    };
     let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
     Ok(Tensor {
         shape: shape.iter().map(|&d| d as usize).collect(),
@@ -953,6 +1004,27 @@ impl Engine for OrtEngine {
         }
         let _shared = self.device_shared();
         runner.run(graph, inputs)
+    }
+
+    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+        let state = self.state();
+        if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &state.opts), inputs.first()) {
+            if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
+                drop(state);
+                let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
+                let _shared = self.device_shared();
+                return run_session_until(&mut session, graph, inputs, Some(cancel));
+            }
+        }
+        if let Some(mut runner) = state.sessions[graph as usize].iter().find_map(|m| m.try_lock().ok()) {
+            if let Runner::Plain(session) = &mut *runner {
+                let _shared = self.device_shared();
+                return run_session_until(session, graph, inputs, Some(cancel));
+            }
+        }
+        // Bound (fixed-shape GPU) runners run tiles, which the pipeline stops between.
+        drop(state);
+        self.run(graph, inputs)
     }
 
     fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {

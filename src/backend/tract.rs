@@ -1,5 +1,5 @@
 //! tract backend: pure Rust, always available. Each graph is optimised for concrete input shapes (tract is
-//! several times slower on symbolic shapes) and the optimised plans are cached per shape.
+//! several times slower on symbolic shapes) and the optimised plans are cached per shape (at most [`PLAN_CACHE_ENTRIES`], least recently used dropped first).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +12,41 @@ use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
 
 type Plan = Arc<TypedRunnableModel>;
-/// Optimised plans keyed by graph and concrete input shapes.
-type PlanCache = HashMap<(GraphKind, Vec<Vec<usize>>), Plan>;
+/// Graph and concrete input shapes.
+type PlanKey = (GraphKind, Vec<Vec<usize>>);
+
+/// Plans kept per engine. Each input size needs its own plan (CPEN runs on whole images, so a server sees
+/// one per distinct image size, 5-10 MB each); beyond this the least recently used is dropped.
+pub const PLAN_CACHE_ENTRIES: usize = 16;
+
+/// Optimised plans by graph and input shapes, least recently used dropped first.
+#[derive(Default)]
+struct PlanCache {
+    plans: HashMap<PlanKey, (Plan, u64)>,
+    clock: u64,
+}
+
+impl PlanCache {
+    fn get(&mut self, key: &PlanKey) -> Option<Plan> {
+        self.clock += 1;
+        let now = self.clock;
+        self.plans.get_mut(key).map(|(plan, used)| {
+            *used = now;
+            plan.clone()
+        })
+    }
+
+    fn insert(&mut self, key: PlanKey, plan: Plan) {
+        while self.plans.len() >= PLAN_CACHE_ENTRIES {
+            let Some(oldest) = self.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            self.plans.remove(&oldest);
+        }
+        self.clock += 1;
+        self.plans.insert(key, (plan, self.clock));
+    }
+}
 
 /// The pure-Rust tract engine: one optimised plan per input shape, cached.
 pub struct TractEngine {
@@ -36,7 +69,7 @@ impl TractEngine {
         };
         Ok(TractEngine {
             models: GraphKind::ALL.into_iter().map(parse).collect::<Result<_>>()?,
-            plans: Mutex::new(HashMap::new()),
+            plans: Mutex::new(PlanCache::default()),
             executor: (opts.threads > 1).then(|| Executor::multithread(opts.threads)),
             threads: opts.threads.max(1),
         })
@@ -51,7 +84,7 @@ impl TractEngine {
             .collect();
         let key = (graph, shapes);
         if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(p.clone());
+            return Ok(p);
         }
         let mut model = self.models[graph as usize].clone();
         for (i, input) in inputs.iter().enumerate() {
@@ -189,6 +222,10 @@ impl Engine for TractEngine {
             shape: view.shape().to_vec(),
             data: view.iter().copied().collect(),
         })
+    }
+
+    fn cached_plans(&self) -> Option<usize> {
+        Some(self.plans.lock().unwrap_or_else(|e| e.into_inner()).plans.len())
     }
 
     fn describe(&self) -> String {

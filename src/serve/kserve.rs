@@ -1,8 +1,20 @@
 //! The KServe v2 / Open Inference Protocol REST messages the server speaks: model metadata, and inference
 //! with one BYTES input (the encoded image; optionally a second, `mask`) and one BYTES output. In JSON a
-//! BYTES element is a string; binary data travels base64-encoded in it.
+//! BYTES element is a string; binary data travels base64-encoded in it (the binary data extension is
+//! refused by name). Every route also exists under `/versions/1`, the one version the metadata names.
 
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+
+use super::body::ApiError;
+use super::query::RestoreQuery;
+use super::{is_ready, model_of, restore_request, AppState, ServedModel};
+use crate::bundle::Task;
 
 /// `GET /v2/models/{name}`.
 #[derive(Debug, Serialize)]
@@ -39,9 +51,12 @@ pub struct InferRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InferParameters {
+    #[serde(default, deserialize_with = "super::query::seed")]
     pub seed: Option<u64>,
     pub format: Option<String>,
     pub tile: Option<usize>,
+    /// The binary data extension's parameter: present only to be refused by name.
+    pub binary_data_output: Option<serde_json::Value>,
 }
 
 /// One request input.
@@ -50,13 +65,18 @@ pub struct RequestInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    pub data: Vec<serde_json::Value>,
+    /// Absent only with the binary data extension, which is refused.
+    #[serde(default)]
+    pub data: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The infer response.
 #[derive(Debug, Serialize)]
 pub struct InferResponse {
     pub model_name: String,
+    pub model_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub outputs: Vec<ResponseOutput>,
@@ -69,12 +89,6 @@ pub struct ResponseOutput {
     pub shape: Vec<i64>,
     pub datatype: String,
     pub data: Vec<String>,
-}
-
-/// The protocol's error body.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody {
-    pub error: String,
 }
 
 /// The metadata of a served model: input `image` (and `mask` for inpainting), output `output`.
@@ -98,23 +112,48 @@ pub fn metadata(name: &str, inpainting: bool) -> ModelMetadata {
 }
 
 impl InferRequest {
+    /// The decoded `image` (and `mask`, for inpainting) inputs; each name at most once, no other inputs.
+    pub fn images(&self, inpainting: bool) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+        let allowed: &[&str] = if inpainting { &["image", "mask"] } else { &["image"] };
+        for (k, input) in self.inputs.iter().enumerate() {
+            if !allowed.contains(&input.name.as_str()) {
+                return Err(format!(
+                    "unknown input '{}' (inputs: {})",
+                    crate::names::escaped_text(&input.name),
+                    allowed.join(", ")
+                ));
+            }
+            if self.inputs[..k].iter().any(|i| i.name == input.name) {
+                return Err(format!("input '{}' is given twice", input.name));
+            }
+        }
+        let image = self.bytes_input("image")?.ok_or("no input named 'image'")?;
+        Ok((image, self.bytes_input("mask")?))
+    }
+
     /// The decoded bytes of BYTES input `name` (one element, base64), if present.
-    pub fn bytes_input(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
+    fn bytes_input(&self, name: &str) -> Result<Option<Vec<u8>>, String> {
         use base64::Engine as _;
         let Some(input) = self.inputs.iter().find(|i| i.name == name) else {
             return Ok(None);
         };
+        if input.parameters.as_ref().is_some_and(|p| p.contains_key("binary_data_size")) {
+            return Err(BINARY_UNSUPPORTED.into());
+        }
         if input.datatype != "BYTES" {
             return Err(format!("input '{name}' must be BYTES, not {}", input.datatype));
         }
-        if input.shape != [1] || input.data.len() != 1 {
+        let Some(data) = &input.data else {
+            return Err(format!("input '{name}' has no data"));
+        };
+        if input.shape != [1] || data.len() != 1 {
             return Err(format!(
                 "input '{name}' must hold one element (shape [1]); it has shape {:?} and {} elements",
                 input.shape,
-                input.data.len()
+                data.len()
             ));
         }
-        let text = input.data[0]
+        let text = data[0]
             .as_str()
             .ok_or_else(|| format!("input '{name}': a BYTES element is a base64 string"))?;
         base64::engine::general_purpose::STANDARD
@@ -123,3 +162,146 @@ impl InferRequest {
             .map_err(|e| format!("input '{name}': not base64: {e}"))
     }
 }
+
+/// `GET /v2`: the server's metadata.
+pub async fn server_metadata() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": "diffir",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+/// `GET /v2/health/ready`.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let ready = is_ready(&state);
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(serde_json::json!({ "ready": ready }))).into_response()
+}
+
+/// The served model `name` at `version` ("1", the only one; None: unversioned routes).
+fn versioned(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
+    let model = model_of(state, name)?;
+    match version {
+        None | Some("1") => Ok(model),
+        Some(v) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("model '{name}' has no version '{v}' (versions: 1)"),
+        )),
+    }
+}
+
+/// `GET /v2/models/{name}`.
+pub async fn model_metadata(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
+    metadata_of(&state, &name, None)
+}
+
+/// `GET /v2/models/{name}/versions/{version}`.
+pub async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+) -> Response {
+    metadata_of(&state, &name, Some(&version))
+}
+
+fn metadata_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
+    match versioned(state, name, version) {
+        Ok(m) => Json(metadata(&m.name, m.pipeline.bundle().task() == Task::Inpaint)).into_response(),
+        Err(e) => e.v2(),
+    }
+}
+
+/// `GET /v2/models/{name}/ready`.
+pub async fn model_ready(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
+    ready_of(&state, &name, None)
+}
+
+/// `GET /v2/models/{name}/versions/{version}/ready`.
+pub async fn model_ready_version(
+    State(state): State<Arc<AppState>>,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+) -> Response {
+    ready_of(&state, &name, Some(&version))
+}
+
+fn ready_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
+    match versioned(state, name, version) {
+        Ok(m) => {
+            let ready = is_ready(state);
+            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (code, Json(serde_json::json!({ "name": m.name, "ready": ready }))).into_response()
+        }
+        Err(e) => e.v2(),
+    }
+}
+
+/// `POST /v2/models/{name}/infer`.
+pub async fn infer(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>, req: Request) -> Response {
+    infer_of(state, name, None, req).await
+}
+
+/// `POST /v2/models/{name}/versions/{version}/infer`.
+pub async fn infer_version(
+    State(state): State<Arc<AppState>>,
+    UrlPath((name, version)): UrlPath<(String, String)>,
+    req: Request,
+) -> Response {
+    infer_of(state, name, Some(version), req).await
+}
+
+async fn infer_of(state: Arc<AppState>, name: String, version: Option<String>, req: Request) -> Response {
+    match infer_inner(state, &name, version.as_deref(), req).await {
+        Ok(r) => r,
+        Err(e) => e.v2(),
+    }
+}
+
+async fn infer_inner(
+    state: Arc<AppState>,
+    name: &str,
+    version: Option<&str>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let model = versioned(&state, name, version)?;
+    if req.headers().contains_key("inference-header-content-length") {
+        return Err(ApiError::bad_request(BINARY_UNSUPPORTED));
+    }
+    let body = super::body::read(req.into_body(), state.opts.max_body_bytes, state.opts.body_timeout).await?;
+    let req: InferRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("not an inference request: {e}")))?;
+    let inpainting = model.pipeline.bundle().task() == Task::Inpaint;
+    let (image, mask) = req.images(inpainting).map_err(ApiError::bad_request)?;
+    let params = req.parameters.unwrap_or_default();
+    if params.binary_data_output.is_some() {
+        return Err(ApiError::bad_request(BINARY_UNSUPPORTED));
+    }
+    let query = RestoreQuery {
+        seed: params.seed,
+        format: params.format,
+        tile: params.tile,
+    };
+    let encoded = restore_request(state, model.clone(), image.into(), mask.map(Into::into), query).await?;
+    let mut r = Json(InferResponse {
+        model_name: model.name.clone(),
+        model_version: "1".into(),
+        id: req.id,
+        outputs: vec![ResponseOutput {
+            name: "output".into(),
+            shape: vec![1],
+            datatype: "BYTES".into(),
+            data: vec![base64::engine::general_purpose::STANDARD.encode(&encoded.bytes)],
+        }],
+    })
+    .into_response();
+    for (k, v) in encoded.headers {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&super::header_safe(&v)) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    Ok(r)
+}
+
+/// The refusal of KServe's binary data extension, by name.
+const BINARY_UNSUPPORTED: &str = "the KServe binary data extension (Inference-Header-Content-Length, \
+binary_data_size, binary_data_output) is not supported: send each BYTES element base64-encoded in the JSON";

@@ -1,7 +1,9 @@
 //! The server's Prometheus metrics: requests by model and status, latency, queue depth, requests in flight
 //! and pixels processed, in the Prometheus text format at `/metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Every metric the server exports, in one registry.
 pub struct Metrics {
@@ -16,6 +18,12 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Input pixels restored, by model.
     pub pixels: IntCounterVec,
+    /// Connections open now.
+    pub connections: IntGauge,
+    /// Times the connection limit was reached (new clients then wait in the listen backlog).
+    pub connection_limit_hits: IntCounter,
+    /// Plans or sessions kept per input shape, by model (bounded: `--plan-cache`).
+    pub cached_plans: IntGaugeVec,
 }
 
 impl Metrics {
@@ -42,12 +50,26 @@ impl Metrics {
             &["model"],
         )
         .expect("valid metric");
+        let connections = IntGauge::new("diffir_open_connections", "HTTP connections open").expect("valid metric");
+        let connection_limit_hits = IntCounter::new(
+            "diffir_connection_limit_reached_total",
+            "Times --max-connections was reached",
+        )
+        .expect("valid metric");
+        let cached_plans = IntGaugeVec::new(
+            Opts::new("diffir_cached_plans", "Per-shape plans or sessions kept, by model"),
+            &["model"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(queue_depth.clone()),
             Box::new(in_flight.clone()),
             Box::new(pixels.clone()),
+            Box::new(connections.clone()),
+            Box::new(connection_limit_hits.clone()),
+            Box::new(cached_plans.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -58,6 +80,9 @@ impl Metrics {
             queue_depth,
             in_flight,
             pixels,
+            connections,
+            connection_limit_hits,
+            cached_plans,
         }
     }
 

@@ -2,8 +2,11 @@
 //! KServe v2 REST protocol (`/v2`), health, readiness and Prometheus metrics, on axum/tokio. Restores run
 //! off the async executor on a bounded pool, behind a bounded queue, each with a deadline.
 
+mod body;
+mod conn;
 mod kserve;
 mod metrics;
+mod query;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,14 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest as _, Multipart, Path as UrlPath, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
@@ -27,27 +29,38 @@ use crate::image_io::{self, OutputFormat, WriteOptions};
 use crate::pipeline::{Control, Finish, Pipeline, Tiling};
 use crate::sampler;
 
+use body::ApiError;
+pub use conn::ConnLimits;
 pub use metrics::Metrics;
+use query::RestoreQuery;
 
 /// How the server runs and what it accepts.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Where to listen (port 0: the OS picks one; the address is printed).
     pub listen: SocketAddr,
-    /// Largest request body (413 above).
+    /// Largest request body (413 above, from `Content-Length` before reading where it is declared).
     pub max_body_bytes: usize,
+    /// Time a request body may take to arrive in full (408 after it).
+    pub body_timeout: Duration,
+    /// Connection limit, header/idle timeout and shutdown deadline.
+    pub conn: ConnLimits,
     /// Largest image, in pixels, read from its header before decoding (413 above).
     pub max_pixels: u64,
     /// Restores running at once.
     pub max_concurrency: usize,
     /// Requests waiting for a worker before new ones get 503.
     pub queue: usize,
-    /// Deadline of a restore request (504 after it; the work is cancelled between tiles).
+    /// Deadline of a restore request (504 after it; the work is cancelled between tiles, and inside a
+    /// whole-image run on onnxruntime).
     pub request_timeout: Duration,
     /// Bearer token every request but the health checks must carry.
     pub token: Option<String>,
     /// JPEG quality of JPEG outputs.
     pub jpeg_quality: u8,
+    /// Memory one restore's backbone activations may take (the request's estimate is checked before work
+    /// starts; 413 above); None: not checked (GPU plans, where the tile sizes bound it).
+    pub memory_per_restore: Option<f64>,
 }
 
 /// A model the server keeps loaded.
@@ -56,11 +69,34 @@ pub struct ServedModel {
     pub name: String,
     /// The loaded pipeline.
     pub pipeline: Pipeline,
-    /// The tiling the plan chose (`tile` in a request overrides its size).
+    /// The tiling the plan chose.
     pub tiling: Tiling,
+    /// Tile sizes a request may choose with `tile` (0 among them: whole images).
+    pub request_tiles: Vec<usize>,
 }
 
-struct AppState {
+/// The smallest tile a request may choose (smaller tiles multiply the work by their overlap).
+pub const MIN_REQUEST_TILE: usize = 32;
+
+/// The tile sizes requests may choose by default: the plan's tile and its halves down to 64.
+pub fn default_request_tiles(plan_tile: usize) -> Vec<usize> {
+    let mut tiles = vec![];
+    let mut t = plan_tile;
+    while t >= 64 {
+        tiles.push(t);
+        if t % 2 != 0 {
+            break;
+        }
+        t /= 2;
+    }
+    if plan_tile == 0 {
+        tiles.push(0);
+    }
+    tiles.sort_unstable();
+    tiles
+}
+
+pub(crate) struct AppState {
     models: BTreeMap<String, Arc<ServedModel>>,
     opts: ServeOptions,
     permits: Arc<Semaphore>,
@@ -76,7 +112,10 @@ pub fn run(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::Backend(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(serve(models, opts))
+    let r = runtime.block_on(serve(models, opts));
+    // Restores still running after the drain deadline were told to stop; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    r
 }
 
 async fn serve(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
@@ -97,30 +136,13 @@ async fn serve(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
     println!("listening on http://{addr}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::Backend(format!("server: {e}")))?;
-    eprintln!("{{\"event\":\"shutdown\",\"addr\":\"{addr}\"}}");
+    let limits = state.opts.conn;
+    let dropped = conn::serve(listener, app, limits, &state.metrics).await;
+    eprintln!(
+        "{}",
+        serde_json::json!({"event": "shutdown", "addr": addr.to_string(), "dropped_connections": dropped})
+    );
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -128,8 +150,13 @@ fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}/restore", post(restore_v1))
-        .route("/v2/models/{name}", get(model_metadata))
-        .route("/v2/models/{name}/infer", post(infer_v2))
+        .route("/v2", get(kserve::server_metadata))
+        .route("/v2/models/{name}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/infer", post(kserve::infer))
+        .route("/v2/models/{name}/versions/{version}", get(kserve::model_metadata_version))
+        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_ready_version))
+        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer_version))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
@@ -139,60 +166,19 @@ fn router(state: Arc<AppState>) -> Router {
             "/v2/health/live",
             get(|| async { Json(serde_json::json!({ "live": true })) }),
         )
-        .route("/v2/health/ready", get(ready_v2))
+        .route("/v2/health/ready", get(kserve::ready))
         .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_too_large))
         .layer(middleware::from_fn_with_state(state.clone(), log_and_count))
         .with_state(state)
 }
 
-/// An error answer: status and a one-line reason, as plain text (v1) or the protocol's JSON (v2).
-#[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    msg: String,
-    retry_after: bool,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            msg: msg.into(),
-            retry_after: false,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.status, format!("{}\n", self.msg)).into_response();
-        if self.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
-
-/// The same error as KServe v2 JSON.
-fn v2_error(e: ApiError) -> Response {
-    let retry = e.retry_after;
-    let mut r = (e.status, Json(kserve::ErrorBody { error: e.msg })).into_response();
-    if retry {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    r
-}
-
-/// The library's errors as HTTP answers.
-fn status_of(e: &Error) -> StatusCode {
-    match e {
-        Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        Error::Input { .. } | Error::Shape(_) => StatusCode::BAD_REQUEST,
-        Error::Cancelled => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+/// A declared body over the limit is refused before any of it is read, in the route's format.
+async fn refuse_declared_too_large(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match body::check_declared(&req, state.opts.max_body_bytes) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.for_path(req.uri().path()),
     }
 }
 
@@ -204,7 +190,7 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or("");
         // Compare fixed-length digests so neither the content nor the length of the token leaks in time.
         use sha2::Digest as _;
@@ -213,13 +199,19 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
             sha2::Sha256::digest(token.as_bytes()),
         );
         if !bool::from(a.as_slice().ct_eq(b.as_slice())) {
-            let mut r = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n").into_response();
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").for_path(req.uri().path());
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization` value in the Bearer scheme (the scheme name in any case, RFC 9110).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// One structured log line per request, and the request counter.
@@ -272,7 +264,7 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
     Json(serde_json::json!({ "models": models }))
 }
 
-fn is_ready(state: &AppState) -> bool {
+pub(crate) fn is_ready(state: &AppState) -> bool {
     !state.models.is_empty() && state.waiting.load(Ordering::SeqCst) < state.opts.queue.max(1)
 }
 
@@ -284,17 +276,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn ready_v2(State(state): State<Arc<AppState>>) -> Response {
-    let ready = is_ready(&state);
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(serde_json::json!({ "ready": ready }))).into_response()
-}
-
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    for m in state.models.values() {
+        if let Some(n) = m.pipeline.cached_plans() {
+            state.metrics.cached_plans.with_label_values(&[m.name.as_str()]).set(n as i64);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -302,7 +289,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-fn model_of(state: &AppState, name: &str) -> std::result::Result<Arc<ServedModel>, ApiError> {
+pub(crate) fn model_of(state: &AppState, name: &str) -> std::result::Result<Arc<ServedModel>, ApiError> {
     state.models.get(name).cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -314,31 +301,11 @@ fn model_of(state: &AppState, name: &str) -> std::result::Result<Arc<ServedModel
     })
 }
 
-async fn model_metadata(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
-    match model_of(&state, &name) {
-        Ok(m) => Json(kserve::metadata(
-            &m.name,
-            m.pipeline.bundle().task() == crate::bundle::Task::Inpaint,
-        ))
-        .into_response(),
-        Err(e) => v2_error(e),
-    }
-}
-
-/// Options of one restore (the v1 query string, or v2 request parameters).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreQuery {
-    seed: Option<u64>,
-    format: Option<String>,
-    tile: Option<usize>,
-}
-
 /// A finished restore: the encoded image, its content type, and headers to send.
-struct Encoded {
-    bytes: Vec<u8>,
-    format: OutputFormat,
-    headers: Vec<(&'static str, String)>,
+pub(crate) struct Encoded {
+    pub bytes: Vec<u8>,
+    pub format: OutputFormat,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 fn content_type(f: OutputFormat) -> &'static str {
@@ -362,7 +329,7 @@ fn parse_format(s: &str) -> std::result::Result<OutputFormat, ApiError> {
 }
 
 /// Admission (bounded queue), a worker from the bounded pool, the restore off the executor with a deadline.
-async fn restore_request(
+pub(crate) async fn restore_request(
     state: Arc<AppState>,
     model: Arc<ServedModel>,
     image: Bytes,
@@ -371,6 +338,7 @@ async fn restore_request(
 ) -> std::result::Result<Encoded, ApiError> {
     let start = Instant::now();
     let format = query.format.as_deref().map(parse_format).transpose()?;
+    let tile = request_tile(&model, query.tile)?;
     let deadline = start + state.opts.request_timeout;
     // Bounded queue: requests beyond the workers wait, up to `queue` of them.
     let queued = state.waiting.fetch_add(1, Ordering::SeqCst);
@@ -396,12 +364,14 @@ async fn restore_request(
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
+    // The client gone or its connection dropped at shutdown: the restore stops too.
+    let _stop_with_request = CancelOnDrop(cancel.clone());
     let work = {
         let (state, model, cancel) = (state.clone(), model.clone(), cancel.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             state.metrics.in_flight.inc();
-            let r = restore_blocking(&state, &model, &image, mask.as_deref(), &query, format, &cancel);
+            let r = restore_blocking(&state, &model, &image, mask.as_deref(), &query, tile, format, &cancel);
             state.metrics.in_flight.dec();
             r
         })
@@ -421,7 +391,7 @@ async fn restore_request(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the restore failed: {join}"),
         )),
-        Ok(Ok(Err(e))) => Err(ApiError::new(status_of(&e), e.to_string())),
+        Ok(Ok(Err(e))) => Err(ApiError::from_error(&e)),
         Ok(Ok(Ok(encoded))) => Ok(encoded),
     };
     state
@@ -432,13 +402,73 @@ async fn restore_request(
     result
 }
 
+/// Sets the flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The tile a request runs with: its own `tile` if the server allows that size, else the plan's.
+fn request_tile(model: &ServedModel, asked: Option<usize>) -> std::result::Result<usize, ApiError> {
+    let Some(tile) = asked else {
+        return Ok(model.tiling.tile);
+    };
+    if model.request_tiles.contains(&tile) {
+        return Ok(tile);
+    }
+    let sizes = model
+        .request_tiles
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ApiError::bad_request(if tile == 0 {
+        format!("tile=0 (whole image) is not allowed on this server (--allow-whole-image); tiles allowed: {sizes}")
+    } else {
+        format!("tile={tile} is not allowed on this server (--request-tiles); tiles allowed: {sizes}")
+    }))
+}
+
+/// The memory one backbone call of this restore needs, against the server's per-restore budget: refused
+/// with [`Error::TooLarge`] before any work.
+fn check_memory(state: &AppState, model: &ServedModel, tile: usize, (h, w): (usize, usize)) -> Result<()> {
+    let Some(budget) = state.opts.memory_per_restore else {
+        return Ok(());
+    };
+    let plan = model.pipeline.plan();
+    let pixels = if tile == 0 {
+        h * w
+    } else {
+        tile.min(h) * tile.min(w) * plan.tile_batch.max(1)
+    };
+    let per_pixel = crate::activations::bytes_per_pixel(model.pipeline.bundle(), plan.precision)?;
+    let need = pixels as f64 * per_pixel * crate::plan::CPU_ACTIVATION_MARGIN;
+    if need > budget {
+        let how = if tile == 0 { "whole-image".to_string() } else { format!("tile {tile}") };
+        return Err(Error::TooLarge {
+            path: "image".into(),
+            msg: format!(
+                "{w}x{h} with {how} needs about {} for the backbone, over this server's {} per restore; use a smaller tile",
+                crate::plan::size(need),
+                crate::plan::size(budget)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Decode, restore and encode, exactly as `diffir restore` does for a file.
+#[allow(clippy::too_many_arguments)]
 fn restore_blocking(
     state: &AppState,
     model: &ServedModel,
     image: &[u8],
     mask: Option<&[u8]>,
     query: &RestoreQuery,
+    tile: usize,
     format: Option<OutputFormat>,
     cancel: &AtomicBool,
 ) -> Result<Encoded> {
@@ -459,9 +489,10 @@ fn restore_blocking(
     let format = format.unwrap_or(input_format);
     format.check_can_hold(Path::new("output"), picture.alpha.is_some())?;
     let noise = sampler::seeded_noise(query.seed.unwrap_or(0), p.bundle().ipr_dim());
+    check_memory(state, model, tile, (picture.rgb.height, picture.rgb.width))?;
     let tiling = Tiling {
-        tile: query.tile.unwrap_or(model.tiling.tile),
-        overlap: model.tiling.overlap,
+        tile,
+        overlap: model.tiling.overlap.min(tile / 2),
     };
     let control = Control {
         cancel: Some(cancel),
@@ -500,18 +531,25 @@ fn restore_blocking(
             p.backend_summary().lines().next().unwrap_or_default().to_string(),
         ),
     ];
+    let mut headers = headers;
+    if !picture.notes.is_empty() {
+        headers.push(("x-diffir-note", picture.notes.join("; ")));
+    }
     Ok(Encoded { bytes, format, headers })
+}
+
+/// A header value from text: what is not visible ASCII becomes '?'.
+fn header_safe(v: &str) -> String {
+    v.chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect()
 }
 
 fn image_response(e: Encoded) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(e.format)));
     for (k, v) in e.headers {
-        let clean: String = v
-            .chars()
-            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-            .collect();
-        if let Ok(v) = HeaderValue::from_str(&clean) {
+        if let Ok(v) = HeaderValue::from_str(&header_safe(&v)) {
             headers.insert(k, v);
         }
     }
@@ -526,104 +564,46 @@ async fn restore_v1(
     req: Request,
 ) -> std::result::Result<Response, ApiError> {
     let model = model_of(&state, &name)?;
-    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let limit = state.opts.max_body_bytes;
-    let too_big = |e: &dyn std::fmt::Display| {
-        let msg = e.to_string();
-        if msg.contains("length limit") || msg.contains("too large") {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the body is over {limit} bytes (--max-body-bytes)"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the body: {msg}"))
-        }
-    };
+    let (parts, body) = req.into_parts();
+    let body = body::read(body, state.opts.max_body_bytes, state.opts.body_timeout).await?;
     let (image, mask) = if is_multipart {
+        let req = Request::from_parts(parts, Body::from(body));
         let mut mp = Multipart::from_request(req, &state)
             .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-        let (mut image, mut mask) = (None, None);
-        while let Some(field) = mp.next_field().await.map_err(|e| too_big(&e))? {
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let (mut image, mut mask): (Option<Bytes>, Option<Bytes>) = (None, None);
+        let bad = |e: axum::extract::multipart::MultipartError| ApiError::bad_request(e.body_text());
+        while let Some(field) = mp.next_field().await.map_err(bad)? {
             let name = field.name().unwrap_or_default().to_string();
-            let data = field.bytes().await.map_err(|e| too_big(&e))?;
-            match name.as_str() {
-                "image" => image = Some(data),
-                "mask" => mask = Some(data),
+            let slot = match name.as_str() {
+                "image" => &mut image,
+                "mask" => &mut mask,
                 other => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("unknown part '{other}' (parts: image, mask)"),
-                    ))
+                    return Err(ApiError::bad_request(format!(
+                        "unknown part '{other}' (parts: image, mask)"
+                    )))
                 }
+            };
+            if slot.is_some() {
+                return Err(ApiError::bad_request(format!("part '{name}' is given twice")));
             }
+            *slot = Some(field.bytes().await.map_err(bad)?);
         }
-        let image = image.ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "no 'image' part"))?;
+        let image = image.ok_or_else(|| ApiError::bad_request("no 'image' part"))?;
         (image, mask)
     } else {
-        let body = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| too_big(&e))?;
         (body, None)
     };
     if image.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the body is empty: send an encoded image",
-        ));
+        return Err(ApiError::bad_request("the body is empty: send an encoded image"));
     }
     restore_request(state, model, image, mask, query)
         .await
         .map(image_response)
-}
-
-/// `POST /v2/models/{name}/infer`: KServe v2 with BYTES input `image` (and `mask`) and output `output`.
-async fn infer_v2(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>, body: Bytes) -> Response {
-    use base64::Engine as _;
-    let model = match model_of(&state, &name) {
-        Ok(m) => m,
-        Err(e) => return v2_error(e),
-    };
-    let req: kserve::InferRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return v2_error(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("not an inference request: {e}"),
-            ))
-        }
-    };
-    let inputs = req.bytes_input("image").and_then(|image| {
-        let image = image.ok_or_else(|| "no input named 'image'".to_string())?;
-        Ok((image, req.bytes_input("mask")?))
-    });
-    let (image, mask) = match inputs {
-        Ok(v) => v,
-        Err(e) => return v2_error(ApiError::new(StatusCode::BAD_REQUEST, e)),
-    };
-    let params = req.parameters.unwrap_or_default();
-    let query = RestoreQuery {
-        seed: params.seed,
-        format: params.format,
-        tile: params.tile,
-    };
-    match restore_request(state, model.clone(), image.into(), mask.map(Into::into), query).await {
-        Ok(encoded) => Json(kserve::InferResponse {
-            model_name: model.name.clone(),
-            id: req.id,
-            outputs: vec![kserve::ResponseOutput {
-                name: "output".into(),
-                shape: vec![1],
-                datatype: "BYTES".into(),
-                data: vec![base64::engine::general_purpose::STANDARD.encode(&encoded.bytes)],
-            }],
-        })
-        .into_response(),
-        Err(e) => v2_error(e),
-    }
 }

@@ -96,21 +96,52 @@ fn to_bytes(x: &[f32]) -> Vec<u8> {
     out
 }
 
+/// `--triton-url` checked: grpc:// (or http://, or none) HOST:PORT with a port in 1-65535 and nothing
+/// else. Returns the URI to connect to and the address for messages. Credentials are refused, and never
+/// repeated in the message.
+pub fn endpoint_uri(raw: &str) -> std::result::Result<(String, String), String> {
+    let raw = raw.trim();
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("grpc", raw));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if let Some((_, host)) = authority.rsplit_once('@') {
+        return Err(format!(
+            "--triton-url {scheme}://…@{host}: user names and passwords in the address are not supported (the \
+             connection is not encrypted); use grpc://HOST:PORT"
+        ));
+    }
+    let shown = format!("{scheme}://{authority}");
+    if !matches!(scheme, "grpc" | "http") {
+        return Err(format!(
+            "--triton-url {shown}: scheme '{scheme}' is not supported (use grpc://HOST:PORT; TLS is not supported)"
+        ));
+    }
+    if !path.is_empty() {
+        return Err(format!("--triton-url {raw}: a path ('/{path}') is not supported; use grpc://HOST:PORT"));
+    }
+    let Some((host, port)) = authority.rsplit_once(':').filter(|(h, _)| !h.is_empty() && !h.ends_with(':')) else {
+        return Err(format!(
+            "--triton-url {shown}: no port; give grpc://HOST:PORT (Triton's gRPC port is 8001 unless changed)"
+        ));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("--triton-url {shown}: port '{port}' is not a number from 1 to 65535")),
+    }
+    if host.starts_with('[') != host.ends_with(']') {
+        return Err(format!("--triton-url {shown}: '{host}' is not a host name or address"));
+    }
+    let uri = format!("http://{authority}");
+    uri.parse::<tonic::codegen::http::Uri>()
+        .map_err(|e| format!("--triton-url {shown}: {e}"))?;
+    Ok((uri, shown))
+}
+
 impl TritonEngine {
     /// Connect, check that the server is ready, that both models are there and ready, and that their inputs
     /// and outputs match `bundle` (and, where the repository records it, that the backbone is this
     /// bundle's). Any of these failing is an [`Error::Backend`] naming the model and the shape.
     pub fn connect(bundle: &Bundle, opts: &TritonOptions) -> Result<TritonEngine> {
-        let url = opts.url.trim().to_string();
-        let http = match url.split_once("://") {
-            Some(("grpc" | "http", rest)) => format!("http://{rest}"),
-            Some((scheme, _)) => {
-                return Err(Error::Backend(format!(
-                "--triton-url {url}: scheme '{scheme}' is not supported (use grpc://HOST:PORT; TLS is not supported)"
-            )))
-            }
-            None => format!("http://{url}"),
-        };
+        let (http, url) = endpoint_uri(&opts.url).map_err(Error::Backend)?;
         let endpoint = Endpoint::from_shared(http)
             .map_err(|e| Error::Backend(format!("--triton-url {url}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
@@ -477,5 +508,34 @@ impl Engine for TritonEngine {
 
     fn describe(&self) -> String {
         format!("Triton at {} (models {}, {})", self.url, self.prior, self.backbone)
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::endpoint_uri;
+
+    #[test]
+    fn triton_urls_need_a_valid_port_and_carry_no_credentials() {
+        assert_eq!(
+            endpoint_uri("grpc://localhost:8001"),
+            Ok(("http://localhost:8001".into(), "grpc://localhost:8001".into()))
+        );
+        assert_eq!(endpoint_uri("127.0.0.1:9").map(|u| u.0), Ok("http://127.0.0.1:9".into()));
+        assert_eq!(endpoint_uri("grpc://[::1]:8001").map(|u| u.0), Ok("http://[::1]:8001".into()));
+        for (bad, says) in [
+            ("grpc://host:65536", "not a number from 1 to 65535"),
+            ("grpc://host:0", "not a number from 1 to 65535"),
+            ("grpc://host:80x", "not a number from 1 to 65535"),
+            ("grpc://host", "no port"),
+            ("grpc://[::1]", "no port"),
+            ("grpcs://host:8001", "scheme 'grpcs'"),
+            ("grpc://host:8001/v2", "a path"),
+        ] {
+            let e = endpoint_uri(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = endpoint_uri("grpc://admin:s3cret@host:8001").unwrap_err();
+        assert!(e.contains("not supported") && !e.contains("s3cret") && !e.contains("admin"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ mod common;
 mod gpu_plan;
 mod gpu_start;
 mod graph_rewrite;
+mod hostile;
 mod image_io;
 mod memory;
 mod official;
