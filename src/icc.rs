@@ -67,12 +67,10 @@ fn scan<R: Read + Seek>(r: &mut R) -> std::io::Result<Option<(u64, u64)>> {
                 return Ok(None);
             };
             let stream = data.get(nul + 2..).unwrap_or_default();
-            return Ok(
-                match fdeflate::decompress_to_vec_bounded(stream, MAX_ICC_BYTES) {
-                    Err(fdeflate::BoundedDecompressionError::OutputTooLarge { .. }) => Some((at, end)),
-                    _ => None,
-                },
-            );
+            return Ok(match fdeflate::decompress_to_vec_bounded(stream, MAX_ICC_BYTES) {
+                Err(fdeflate::BoundedDecompressionError::OutputTooLarge { .. }) => Some((at, end)),
+                _ => None,
+            });
         }
         r.seek(SeekFrom::Start(end))?;
         at = end;
@@ -104,6 +102,9 @@ mod tests {
         assert!(end as usize <= big.len());
         let small = png_with_profile(&vec![0u8; MAX_ICC_BYTES]);
         assert_eq!(oversized_png_profile(&mut std::io::Cursor::new(&small)).unwrap(), None);
-        assert_eq!(oversized_png_profile(&mut std::io::Cursor::new(b"not a png")).unwrap(), None);
+        assert_eq!(
+            oversized_png_profile(&mut std::io::Cursor::new(b"not a png")).unwrap(),
+            None
+        );
     }
 }

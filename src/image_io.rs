@@ -91,28 +91,32 @@ pub fn decode_picture(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<(Pi
     Ok((picture_from(img, icc, notes, format == image::ImageFormat::Bmp), out))
 }
 
+/// A decoded image, its ICC profile, notes on what was dropped, and the format it was in.
+type Decoded = (DynamicImage, Option<Vec<u8>>, Vec<String>, image::ImageFormat);
+
 /// Decode from memory: a PNG whose ICC profile expands past the limit without that chunk, a stored
 /// profile over the limit dropped after decoding; each with a note.
-fn decode_bytes(
-    bytes: &[u8],
-    label: &Path,
-    max_pixels: u64,
-) -> Result<(DynamicImage, Option<Vec<u8>>, Vec<String>, image::ImageFormat)> {
-    Ok(match crate::icc::oversized_png_profile(&mut std::io::Cursor::new(bytes))
-        .map_err(|e| Error::io(label, e))?
-    {
-        Some((start, end)) => {
-            let stripped = [&bytes[..start as usize], &bytes[end as usize..]].concat();
-            let (img, icc, format) = decode_from(image::ImageReader::new(std::io::Cursor::new(stripped)), label, max_pixels)?;
-            let note = crate::icc::dropped_note(&crate::icc::Dropped::Over);
-            (img, icc, vec![note], format)
-        }
-        None => {
-            let (img, icc, format) = decode_from(image::ImageReader::new(std::io::Cursor::new(bytes)), label, max_pixels)?;
-            let (icc, notes) = limit_icc(icc);
-            (img, icc, notes, format)
-        }
-    })
+fn decode_bytes(bytes: &[u8], label: &Path, max_pixels: u64) -> Result<Decoded> {
+    Ok(
+        match crate::icc::oversized_png_profile(&mut std::io::Cursor::new(bytes)).map_err(|e| Error::io(label, e))? {
+            Some((start, end)) => {
+                let stripped = [&bytes[..start as usize], &bytes[end as usize..]].concat();
+                let (img, icc, format) = decode_from(
+                    image::ImageReader::new(std::io::Cursor::new(stripped)),
+                    label,
+                    max_pixels,
+                )?;
+                let note = crate::icc::dropped_note(&crate::icc::Dropped::Over);
+                (img, icc, vec![note], format)
+            }
+            None => {
+                let (img, icc, format) =
+                    decode_from(image::ImageReader::new(std::io::Cursor::new(bytes)), label, max_pixels)?;
+                let (icc, notes) = limit_icc(icc);
+                (img, icc, notes, format)
+            }
+        },
+    )
 }
 
 fn image_is_bmp(path: &Path) -> bool {
@@ -175,9 +179,10 @@ fn picture_from(img: DynamicImage, icc: Option<Vec<u8>>, notes: Vec<String>, bmp
 /// A stored profile over the limit (JPEG, WebP, TIFF: never larger than the file) dropped with a note.
 fn limit_icc(icc: Option<Vec<u8>>) -> (Option<Vec<u8>>, Vec<String>) {
     match icc {
-        Some(p) if p.len() > crate::icc::MAX_ICC_BYTES => {
-            (None, vec![crate::icc::dropped_note(&crate::icc::Dropped::Bytes(p.len()))])
-        }
+        Some(p) if p.len() > crate::icc::MAX_ICC_BYTES => (
+            None,
+            vec![crate::icc::dropped_note(&crate::icc::Dropped::Bytes(p.len()))],
+        ),
         icc => (icc, vec![]),
     }
 }

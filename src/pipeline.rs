@@ -609,17 +609,18 @@ impl Pipeline {
         let mut notes = vec![];
         let (image_out, tiles, fp32_redos) = loop {
             let attempt = if tiling.tile_shape(multiple).is_none_or(|(th, tw)| hp <= th && wp <= tw) {
-                self.backbone_until(&x, &shape, &ipr, control.cancel).map(|(out, redone)| {
-                    lap(&mut timings.backbone);
-                    if let Some(report) = control.progress {
-                        report(Progress {
-                            tiles_done: 1,
-                            tiles_total: 1,
-                        });
-                    }
-                    let img = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
-                    (img, 1, redone as usize)
-                })
+                self.backbone_until(&x, &shape, &ipr, control.cancel)
+                    .map(|(out, redone)| {
+                        lap(&mut timings.backbone);
+                        if let Some(report) = control.progress {
+                            report(Progress {
+                                tiles_done: 1,
+                                tiles_total: 1,
+                            });
+                        }
+                        let img = preprocess::finish(&out.data, &out.shape, oh, ow, composite);
+                        (img, 1, redone as usize)
+                    })
             } else {
                 let mut tiled = Timings::default();
                 let r = self.backbone_tiled(&x, &shape, &ipr, tiling, batch, (oh, ow), &mut tiled, cancel, control);

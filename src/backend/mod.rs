@@ -44,7 +44,12 @@ pub trait Engine: Send + Sync {
     /// `run`, stopped as soon as it can once `cancel` is set ([`Error::Cancelled`](crate::Error::Cancelled)):
     /// onnxruntime terminates the run inside the graph; engines that cannot stop a run inside a graph run
     /// it to the end (the pipeline still stops between tiles).
-    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], _cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+    fn run_until(
+        &self,
+        graph: GraphKind,
+        inputs: &[Input<'_>],
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Tensor> {
         self.run(graph, inputs)
     }
     /// Run again at full float32 precision, for backends that run reduced precision (fp16);

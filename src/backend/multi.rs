@@ -62,7 +62,12 @@ impl Engine for MultiDevice {
     fn cached_plans(&self) -> Option<usize> {
         self.engines.iter().map(|e| e.cached_plans()).sum()
     }
-    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+    fn run_until(
+        &self,
+        graph: GraphKind,
+        inputs: &[Input<'_>],
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Tensor> {
         self.on_least_busy(|e| e.run_until(graph, inputs, cancel))
     }
 

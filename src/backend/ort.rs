@@ -1006,7 +1006,12 @@ impl Engine for OrtEngine {
         runner.run(graph, inputs)
     }
 
-    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: &std::sync::atomic::AtomicBool) -> Result<Tensor> {
+    fn run_until(
+        &self,
+        graph: GraphKind,
+        inputs: &[Input<'_>],
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Tensor> {
         let state = self.state();
         if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &state.opts), inputs.first()) {
             if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {

@@ -38,7 +38,12 @@ impl PlanCache {
 
     fn insert(&mut self, key: PlanKey, plan: Plan) {
         while self.plans.len() >= PLAN_CACHE_ENTRIES {
-            let Some(oldest) = self.plans.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = self
+                .plans
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
                 break;
             };
             self.plans.remove(&oldest);

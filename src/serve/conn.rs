@@ -68,7 +68,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, metri
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
-                eprintln!("{}", serde_json::json!({"event": "accept_error", "error": e.to_string()}));
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"event": "accept_error", "error": e.to_string()})
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -104,7 +107,12 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ConnLimits, metri
 
 /// One connection: HTTP/1.1 with the header timeout; on shutdown it finishes the request in progress and
 /// closes instead of waiting for another.
-async fn serve_one(stream: tokio::net::TcpStream, app: Router, header_timeout: Duration, mut close: watch::Receiver<bool>) {
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut close: watch::Receiver<bool>,
+) {
     let service = TowerToHyperService::new(app);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);

@@ -137,7 +137,11 @@ impl InferRequest {
         let Some(input) = self.inputs.iter().find(|i| i.name == name) else {
             return Ok(None);
         };
-        if input.parameters.as_ref().is_some_and(|p| p.contains_key("binary_data_size")) {
+        if input
+            .parameters
+            .as_ref()
+            .is_some_and(|p| p.contains_key("binary_data_size"))
+        {
             return Err(BINARY_UNSUPPORTED.into());
         }
         if input.datatype != "BYTES" {
@@ -175,7 +179,11 @@ pub async fn server_metadata() -> Json<serde_json::Value> {
 /// `GET /v2/health/ready`.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     let ready = is_ready(&state);
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(serde_json::json!({ "ready": ready }))).into_response()
 }
 
@@ -228,7 +236,11 @@ fn ready_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
     match versioned(state, name, version) {
         Ok(m) => {
             let ready = is_ready(state);
-            let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let code = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             (code, Json(serde_json::json!({ "name": m.name, "ready": ready }))).into_response()
         }
         Err(e) => e.v2(),
@@ -268,8 +280,8 @@ async fn infer_inner(
         return Err(ApiError::bad_request(BINARY_UNSUPPORTED));
     }
     let body = super::body::read(req.into_body(), state.opts.max_body_bytes, state.opts.body_timeout).await?;
-    let req: InferRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("not an inference request: {e}")))?;
+    let req: InferRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("not an inference request: {e}")))?;
     let inpainting = model.pipeline.bundle().task() == Task::Inpaint;
     let (image, mask) = req.images(inpainting).map_err(ApiError::bad_request)?;
     let params = req.parameters.unwrap_or_default();

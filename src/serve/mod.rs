@@ -84,7 +84,7 @@ pub fn default_request_tiles(plan_tile: usize) -> Vec<usize> {
     let mut t = plan_tile;
     while t >= 64 {
         tiles.push(t);
-        if t % 2 != 0 {
+        if !t.is_multiple_of(2) {
             break;
         }
         t /= 2;
@@ -154,9 +154,18 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}", get(kserve::model_metadata))
         .route("/v2/models/{name}/ready", get(kserve::model_ready))
         .route("/v2/models/{name}/infer", post(kserve::infer))
-        .route("/v2/models/{name}/versions/{version}", get(kserve::model_metadata_version))
-        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_ready_version))
-        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer_version))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(kserve::model_metadata_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(kserve::model_ready_version),
+        )
+        .route(
+            "/v2/models/{name}/versions/{version}/infer",
+            post(kserve::infer_version),
+        )
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
@@ -199,7 +208,8 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
             sha2::Sha256::digest(token.as_bytes()),
         );
         if !bool::from(a.as_slice().ct_eq(b.as_slice())) {
-            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").for_path(req.uri().path());
+            let mut r =
+                ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").for_path(req.uri().path());
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
@@ -279,7 +289,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     for m in state.models.values() {
         if let Some(n) = m.pipeline.cached_plans() {
-            state.metrics.cached_plans.with_label_values(&[m.name.as_str()]).set(n as i64);
+            state
+                .metrics
+                .cached_plans
+                .with_label_values(&[m.name.as_str()])
+                .set(n as i64);
         }
     }
     (
@@ -447,7 +461,11 @@ fn check_memory(state: &AppState, model: &ServedModel, tile: usize, (h, w): (usi
     let per_pixel = crate::activations::bytes_per_pixel(model.pipeline.bundle(), plan.precision)?;
     let need = pixels as f64 * per_pixel * crate::plan::CPU_ACTIVATION_MARGIN;
     if need > budget {
-        let how = if tile == 0 { "whole-image".to_string() } else { format!("tile {tile}") };
+        let how = if tile == 0 {
+            "whole-image".to_string()
+        } else {
+            format!("tile {tile}")
+        };
         return Err(Error::TooLarge {
             path: "image".into(),
             msg: format!(

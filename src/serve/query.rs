@@ -46,12 +46,10 @@ pub fn seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
             )))
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim().parse::<u64>().map(Some).map_err(|_| {
-                E::custom(format!(
-                    "seed '{}' is not {SEED_RANGE}",
-                    crate::names::escaped_text(v)
-                ))
-            })
+            v.trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| E::custom(format!("seed '{}' is not {SEED_RANGE}", crate::names::escaped_text(v))))
         }
     }
     d.deserialize_option(Seed)
@@ -63,7 +61,11 @@ mod tests {
 
     #[test]
     fn seeds_are_integers_in_range_in_json_and_query_strings() {
-        let json = |s: &str| serde_json::from_str::<RestoreQuery>(s).map(|q| q.seed).map_err(|e| e.to_string());
+        let json = |s: &str| {
+            serde_json::from_str::<RestoreQuery>(s)
+                .map(|q| q.seed)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(json(r#"{"seed": 18446744073709551615}"#), Ok(Some(u64::MAX)));
         assert_eq!(json(r#"{"seed": null}"#), Ok(None));
         assert_eq!(json("{}"), Ok(None));

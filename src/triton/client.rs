@@ -116,16 +116,25 @@ pub fn endpoint_uri(raw: &str) -> std::result::Result<(String, String), String> 
         ));
     }
     if !path.is_empty() {
-        return Err(format!("--triton-url {raw}: a path ('/{path}') is not supported; use grpc://HOST:PORT"));
+        return Err(format!(
+            "--triton-url {raw}: a path ('/{path}') is not supported; use grpc://HOST:PORT"
+        ));
     }
-    let Some((host, port)) = authority.rsplit_once(':').filter(|(h, _)| !h.is_empty() && !h.ends_with(':')) else {
+    let Some((host, port)) = authority
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty() && !h.ends_with(':'))
+    else {
         return Err(format!(
             "--triton-url {shown}: no port; give grpc://HOST:PORT (Triton's gRPC port is 8001 unless changed)"
         ));
     };
     match port.parse::<u16>() {
         Ok(p) if p > 0 => {}
-        _ => return Err(format!("--triton-url {shown}: port '{port}' is not a number from 1 to 65535")),
+        _ => {
+            return Err(format!(
+                "--triton-url {shown}: port '{port}' is not a number from 1 to 65535"
+            ))
+        }
     }
     if host.starts_with('[') != host.ends_with(']') {
         return Err(format!("--triton-url {shown}: '{host}' is not a host name or address"));
@@ -521,8 +530,14 @@ mod url_tests {
             endpoint_uri("grpc://localhost:8001"),
             Ok(("http://localhost:8001".into(), "grpc://localhost:8001".into()))
         );
-        assert_eq!(endpoint_uri("127.0.0.1:9").map(|u| u.0), Ok("http://127.0.0.1:9".into()));
-        assert_eq!(endpoint_uri("grpc://[::1]:8001").map(|u| u.0), Ok("http://[::1]:8001".into()));
+        assert_eq!(
+            endpoint_uri("127.0.0.1:9").map(|u| u.0),
+            Ok("http://127.0.0.1:9".into())
+        );
+        assert_eq!(
+            endpoint_uri("grpc://[::1]:8001").map(|u| u.0),
+            Ok("http://[::1]:8001".into())
+        );
         for (bad, says) in [
             ("grpc://host:65536", "not a number from 1 to 65535"),
             ("grpc://host:0", "not a number from 1 to 65535"),
@@ -536,6 +551,9 @@ mod url_tests {
             assert!(e.contains(says), "{bad}: {e}");
         }
         let e = endpoint_uri("grpc://admin:s3cret@host:8001").unwrap_err();
-        assert!(e.contains("not supported") && !e.contains("s3cret") && !e.contains("admin"), "{e}");
+        assert!(
+            e.contains("not supported") && !e.contains("s3cret") && !e.contains("admin"),
+            "{e}"
+        );
     }
 }

@@ -25,7 +25,15 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         let model = format!("sr={}", bundles_dir().join("sr_x4").display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--model", &model, "--backend", "tract"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--model",
+                &model,
+                "--backend",
+                "tract",
+            ])
             .args(["--threads", "1"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -43,7 +51,9 @@ impl Server {
             }
         });
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -59,7 +69,10 @@ impl Server {
     }
 
     fn signal(&self, sig: &str) {
-        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 
     /// Wait for the process to exit, at most `limit`.
@@ -99,7 +112,12 @@ fn read_answer(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut status = String::new();
     r.read_line(&mut status).unwrap();
-    let code: u16 = status.split(' ').nth(1).unwrap_or_else(|| panic!("no status in {status:?}")).parse().unwrap();
+    let code: u16 = status
+        .split(' ')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status in {status:?}"))
+        .parse()
+        .unwrap();
     let mut headers = String::new();
     let mut len = 0;
     loop {
@@ -149,7 +167,9 @@ fn sigterm_exits_within_the_drain_deadline_despite_a_client_that_never_finishes(
     let mut srv = Server::start(&["--shutdown-timeout", "1"]);
     // One client sent part of its headers, another half a declared body.
     let mut partial_header = srv.connect();
-    partial_header.write_all(b"POST /v1/models/sr/restore HTTP/1.1\r\nHost: t\r\n").unwrap();
+    partial_header
+        .write_all(b"POST /v1/models/sr/restore HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
     let mut partial_body = srv.connect();
     partial_body
         .write_all(post_head("/v1/models/sr/restore", 1_000_000, "image/png").as_bytes())
@@ -158,7 +178,9 @@ fn sigterm_exits_within_the_drain_deadline_despite_a_client_that_never_finishes(
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     srv.signal("-TERM");
-    let status = srv.wait_exit(Duration::from_secs(15)).expect("the server did not exit after SIGTERM");
+    let status = srv
+        .wait_exit(Duration::from_secs(15))
+        .expect("the server did not exit after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     std::thread::sleep(Duration::from_millis(100));
@@ -172,16 +194,26 @@ fn slow_partial_and_idle_connections_are_cut_off() {
     let mut idle = srv.connect();
     let mut partial = srv.connect();
     partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").unwrap();
-    assert!(closed_within(&mut idle, Duration::from_secs(5)), "an idle connection stayed open");
-    assert!(closed_within(&mut partial, Duration::from_secs(5)), "a partial header stayed open");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "an idle connection stayed open"
+    );
+    assert!(
+        closed_within(&mut partial, Duration::from_secs(5)),
+        "a partial header stayed open"
+    );
     // Keep-alive: after an answer, the connection may idle only as long.
     let mut kept = srv.connect();
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(read_answer(&mut kept).0, 200);
-    assert!(closed_within(&mut kept, Duration::from_secs(5)), "an idle keep-alive connection stayed open");
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5)),
+        "an idle keep-alive connection stayed open"
+    );
     // A body that stops arriving: 408.
     let mut slow = srv.connect();
-    slow.write_all(post_head("/v1/models/sr/restore", 5000, "image/png").as_bytes()).unwrap();
+    slow.write_all(post_head("/v1/models/sr/restore", 5000, "image/png").as_bytes())
+        .unwrap();
     slow.write_all(&[0u8; 10]).unwrap();
     let (code, _, body) = read_answer(&mut slow);
     assert_eq!(code, 408, "{}", String::from_utf8_lossy(&body));
@@ -196,7 +228,8 @@ fn the_connection_limit_holds_and_is_logged_once() {
     std::thread::sleep(Duration::from_millis(200));
     // A third client waits in the backlog: no answer while both slots are held.
     let mut c = srv.connect();
-    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
     c.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
     let mut buf = [0u8; 16];
     assert!(c.read(&mut buf).is_err(), "answered beyond --max-connections");
@@ -265,15 +298,26 @@ fn an_icc_profile_over_4_mib_is_dropped_with_a_note_in_the_cli_and_the_server_al
     let out = tmp.path().join("out.png");
     let o = restore_on_tract(&big, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("ICC profile expands past 4 MiB and was dropped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ICC profile expands past 4 MiB and was dropped"),
+        "{}",
+        stderr(&o)
+    );
     let cli = std::fs::read(&out).unwrap();
     assert_eq!(icc_of(&cli), None);
     assert!(cli.len() < 200_000, "output of {} bytes", cli.len());
     let srv = Server::start(&[]);
     let body = std::fs::read(&big).unwrap();
-    let (code, headers, served) = raw(&srv, &post_head("/v1/models/sr/restore", body.len(), "image/png"), &body);
+    let (code, headers, served) = raw(
+        &srv,
+        &post_head("/v1/models/sr/restore", body.len(), "image/png"),
+        &body,
+    );
     assert_eq!(code, 200);
-    assert!(headers.contains("x-diffir-note: its icc profile expands past 4 mib"), "{headers}");
+    assert!(
+        headers.contains("x-diffir-note: its icc profile expands past 4 mib"),
+        "{headers}"
+    );
     assert_eq!(served, cli, "the server's bytes differ from the CLI's");
     // A profile within the limit is carried.
     let ok = png_with_icc(tmp.path(), 1 << 20);
@@ -290,7 +334,13 @@ fn text(b: &[u8]) -> String {
 fn request_tiles_stay_within_the_servers_bounds() {
     let png = small_png();
     let srv = Server::start(&[]);
-    let post = |q: &str| raw(&srv, &post_head(&format!("/v1/models/sr/restore{q}"), png.len(), "image/png"), &png);
+    let post = |q: &str| {
+        raw(
+            &srv,
+            &post_head(&format!("/v1/models/sr/restore{q}"), png.len(), "image/png"),
+            &png,
+        )
+    };
     let (code, _, body) = post("?tile=0");
     assert_eq!(code, 400);
     assert!(text(&body).contains("--allow-whole-image"), "{}", text(&body));
@@ -303,12 +353,22 @@ fn request_tiles_stay_within_the_servers_bounds() {
     let srv = Server::start(&["--allow-whole-image", "--max-memory", "64M"]);
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.png");
-    image::RgbImage::from_fn(700, 700, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9])).save(&big).unwrap();
+    image::RgbImage::from_fn(700, 700, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9]))
+        .save(&big)
+        .unwrap();
     let big = std::fs::read(big).unwrap();
-    let (code, _, body) = raw(&srv, &post_head("/v1/models/sr/restore?tile=0", big.len(), "image/png"), &big);
+    let (code, _, body) = raw(
+        &srv,
+        &post_head("/v1/models/sr/restore?tile=0", big.len(), "image/png"),
+        &big,
+    );
     assert_eq!(code, 413, "{}", text(&body));
     assert!(text(&body).contains("whole-image needs about"), "{}", text(&body));
-    let (code, _, _) = raw(&srv, &post_head("/v1/models/sr/restore?tile=0", png.len(), "image/png"), &png);
+    let (code, _, _) = raw(
+        &srv,
+        &post_head("/v1/models/sr/restore?tile=0", png.len(), "image/png"),
+        &png,
+    );
     assert_eq!(code, 200);
 }
 
@@ -323,11 +383,20 @@ fn protocol_corners_are_answered_by_the_rules() {
     let auth = |scheme: &str| format!("Authorization: {scheme} tok\r\n");
     // The scheme name in any case.
     for scheme in ["Bearer", "bearer", "BEARER"] {
-        let head = format!("GET /v1/models HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n", auth(scheme));
+        let head = format!(
+            "GET /v1/models HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            auth(scheme)
+        );
         assert_eq!(raw(&srv, &head, b"").0, 200, "{scheme}");
     }
     let with_auth = |head: String| head.replacen("\r\n", &format!("\r\n{}", auth("Bearer")), 1);
-    let get = |path: &str| raw(&srv, &with_auth(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")), b"");
+    let get = |path: &str| {
+        raw(
+            &srv,
+            &with_auth(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")),
+            b"",
+        )
+    };
     assert_eq!(get("/v2").0, 200);
     assert_eq!(get("/v2/models/sr/ready").0, 200);
     assert_eq!(get("/v2/models/sr/versions/1").0, 200);
@@ -336,14 +405,19 @@ fn protocol_corners_are_answered_by_the_rules() {
     assert_eq!(code, 404, "{}", text(&body));
     // Duplicate multipart parts.
     let part = |name: &str| {
-        let mut p = format!("--x\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"a.png\"\r\n\r\n").into_bytes();
+        let mut p =
+            format!("--x\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"a.png\"\r\n\r\n").into_bytes();
         p.extend_from_slice(&png);
         p.extend_from_slice(b"\r\n");
         p
     };
     let mut body = [part("image"), part("image")].concat();
     body.extend_from_slice(b"--x--\r\n");
-    let head = with_auth(post_head("/v1/models/sr/restore", body.len(), "multipart/form-data; boundary=x"));
+    let head = with_auth(post_head(
+        "/v1/models/sr/restore",
+        body.len(),
+        "multipart/form-data; boundary=x",
+    ));
     let (code, _, msg) = raw(&srv, &head, &body);
     assert_eq!(code, 400);
     assert!(text(&msg).contains("given twice"), "{}", text(&msg));
@@ -351,7 +425,11 @@ fn protocol_corners_are_answered_by_the_rules() {
     let input = |name: &str| serde_json::json!({"name": name, "shape": [1], "datatype": "BYTES", "data": [b64]});
     let infer = |v: serde_json::Value| {
         let body = serde_json::to_vec(&v).unwrap();
-        raw(&srv, &with_auth(post_head("/v2/models/sr/infer", body.len(), "application/json")), &body)
+        raw(
+            &srv,
+            &with_auth(post_head("/v2/models/sr/infer", body.len(), "application/json")),
+            &body,
+        )
     };
     let (code, _, msg) = infer(serde_json::json!({"inputs": [input("image"), input("image")]}));
     assert_eq!(code, 400);
@@ -366,17 +444,29 @@ fn protocol_corners_are_answered_by_the_rules() {
     assert!(text(&msg).contains("binary data extension"), "{}", text(&msg));
     let (code, _, msg) = infer(serde_json::json!({"inputs": [input("image")], "parameters": {"seed": 1e20}}));
     assert_eq!(code, 400);
-    assert!(text(&msg).contains("0 to 18446744073709551615") && !text(&msg).contains("floating"), "{}", text(&msg));
+    assert!(
+        text(&msg).contains("0 to 18446744073709551615") && !text(&msg).contains("floating"),
+        "{}",
+        text(&msg)
+    );
     let (code, _, _) = infer(serde_json::json!({"inputs": [input("image")], "parameters": {"seed": 7}}));
     assert_eq!(code, 200);
     // Client text comes back escaped: no raw NUL or newline.
     let (code, _, msg) = raw(
         &srv,
-        &with_auth(post_head("/v1/models/sr/restore?format=a%00b%0Aerror:x", png.len(), "image/png")),
+        &with_auth(post_head(
+            "/v1/models/sr/restore?format=a%00b%0Aerror:x",
+            png.len(),
+            "image/png",
+        )),
         &png,
     );
     assert_eq!(code, 400);
-    assert!(!msg[..msg.len() - 1].contains(&0) && !msg[..msg.len() - 1].contains(&b'\n'), "{:?}", text(&msg));
+    assert!(
+        !msg[..msg.len() - 1].contains(&0) && !msg[..msg.len() - 1].contains(&b'\n'),
+        "{:?}",
+        text(&msg)
+    );
     assert!(text(&msg).contains("\\x00"), "{}", text(&msg));
 }
 
@@ -388,13 +478,21 @@ fn tract_plans_are_bounded_and_counted_in_metrics() {
         let (w, h) = (16 + 8 * (k / 2), 16 + 8 * (k % 2));
         let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 9) as u8, (y * 5) as u8, 3]));
         let mut png = vec![];
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
         let (code, _, _) = raw(&srv, &post_head("/v1/models/sr/restore", png.len(), "image/png"), &png);
         assert_eq!(code, 200);
     }
-    let (_, _, m) = raw(&srv, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", b"");
+    let (_, _, m) = raw(
+        &srv,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"",
+    );
     let m = text(&m);
-    let line = m.lines().find(|l| l.starts_with("diffir_cached_plans{")).unwrap_or_else(|| panic!("{m}"));
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("diffir_cached_plans{"))
+        .unwrap_or_else(|| panic!("{m}"));
     let n: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert_eq!(n, diffir::internal::backend::tract::PLAN_CACHE_ENTRIES, "{line}");
 }
@@ -404,9 +502,11 @@ fn slow_folder(dir: &Path, n: usize) -> PathBuf {
     let d = dir.join("in");
     std::fs::create_dir_all(&d).unwrap();
     for k in 0..n {
-        image::RgbImage::from_fn(160, 160, |x, y| image::Rgb([((x * 7 + k as u32) % 256) as u8, (y % 256) as u8, 5]))
-            .save(d.join(format!("{k:02}.png")))
-            .unwrap();
+        image::RgbImage::from_fn(160, 160, |x, y| {
+            image::Rgb([((x * 7 + k as u32) % 256) as u8, (y % 256) as u8, 5])
+        })
+        .save(d.join(format!("{k:02}.png")))
+        .unwrap();
     }
     d
 }
@@ -418,7 +518,17 @@ fn ctrl_c_stops_the_batch_cleanly_with_a_summary_and_exit_130() {
     let out = tmp.path().join("out");
     let bundle = bundles_dir().join("sr_x4");
     let child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-        .args(["restore", "-n", s(&bundle), "--backend", "tract", "--threads", "1", "--tile", "64"])
+        .args([
+            "restore",
+            "-n",
+            s(&bundle),
+            "--backend",
+            "tract",
+            "--threads",
+            "1",
+            "--tile",
+            "64",
+        ])
         .args([s(&input), "-o", s(&out)])
         .stderr(Stdio::piped())
         .spawn()
@@ -429,11 +539,17 @@ fn ctrl_c_stops_the_batch_cleanly_with_a_summary_and_exit_130() {
         assert!(Instant::now() < deadline, "no output appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(stderr(&o).contains("interrupted: "), "{}", stderr(&o));
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.iter().all(|n| n.to_string_lossy().ends_with(".png")), "{left:?}");
     assert!(left.len() < 6, "{left:?}");
 }
@@ -470,7 +586,16 @@ fn fifos_are_skipped_and_names_are_escaped() {
     let out = tmp.path().join("out");
     let bundle = bundles_dir().join("sr_x4");
     let mut child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-        .args(["restore", "-n", s(&bundle), "--backend", "tract", s(&input), "-o", s(&out)])
+        .args([
+            "restore",
+            "-n",
+            s(&bundle),
+            "--backend",
+            "tract",
+            s(&input),
+            "-o",
+            s(&out),
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -487,7 +612,10 @@ fn fifos_are_skipped_and_names_are_escaped() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("blocks.png: skipped (not a regular file"), "{err}");
     assert!(err.contains("x\\nerror: forged\\x1b[31m.png"), "{err}");
-    assert!(!err.contains('\x1b') && !err.lines().any(|l| l.starts_with("error: forged")), "{err:?}");
+    assert!(
+        !err.contains('\x1b') && !err.lines().any(|l| l.starts_with("error: forged")),
+        "{err:?}"
+    );
     assert!(out.join("a.png").exists());
 }
 
@@ -502,7 +630,14 @@ fn triton_urls_are_checked_before_connecting() {
     ] {
         let start = Instant::now();
         let o = diffir(
-            &["restore", s(&input), "-o", s(&tmp.path().join("o.png")), "--triton-url", url],
+            &[
+                "restore",
+                s(&input),
+                "-o",
+                s(&tmp.path().join("o.png")),
+                "--triton-url",
+                url,
+            ],
             &[],
         );
         assert_eq!(o.status.code(), Some(2), "{url}: {}", stderr(&o));
@@ -524,7 +659,11 @@ fn no_cache_writes_nothing_to_the_cache_folder() {
         args.extend_from_slice(extra);
         args.extend_from_slice(&[s(&input), "-o", s(&out), "--overwrite"]);
         let lib = diffir::internal::backend::ort::install_dir().join("libonnxruntime.so.1.31.1");
-        let envs = [("DIFFIR_CACHE_DIR", s(&cache)), ("HOME", s(tmp.path())), ("ORT_DYLIB_PATH", s(&lib))];
+        let envs = [
+            ("DIFFIR_CACHE_DIR", s(&cache)),
+            ("HOME", s(tmp.path())),
+            ("ORT_DYLIB_PATH", s(&lib)),
+        ];
         let o = diffir(&args, &envs);
         assert!(o.status.success(), "{}", stderr(&o));
     };
