@@ -1257,10 +1257,14 @@ fn restore_stream(
             (None, None) => unreachable!("checked above"),
         };
         target.check_can_hold(output.as_deref().unwrap_or(dash), picture.alpha.is_some())?;
-        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, args.finish(), &Control::default())?;
+        let control = Control {
+            cancel: Some(crate::interrupt::install()),
+            progress: None,
+        };
+        let done = pipeline.restore_picture(&picture, mask, noise, &tiling, args.finish(), &control)?;
         if !args.engine.quiet {
-            for note in &done.restored.notes {
-                eprintln!("note: {}: {note}", label.display());
+            for note in picture.notes.iter().chain(&done.restored.notes) {
+                eprintln!("note: {}: {note}", crate::names::escaped(&label));
             }
         }
         let carry = done.carry(&picture);
@@ -1279,6 +1283,7 @@ fn restore_stream(
     };
     match run() {
         Ok(()) => report.done = 1,
+        Err(Error::Cancelled) => report.interrupted = Some(1),
         Err(e) if e.is_model_error() => return Err(e),
         Err(e) => {
             eprintln!("{}", error_line(&label, &e));
