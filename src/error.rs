@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::bundle::GraphKind;
+use crate::graph_kind::GraphKind;
 use crate::names::{escaped, escaped_text};
 
 /// An underlying error (an engine's own), kept as the source.

@@ -15,6 +15,8 @@ pub mod bundle;
 pub mod error;
 #[path = "gpus.rs"]
 pub mod gpus;
+#[path = "graph_kind.rs"]
+pub mod graph_kind;
 #[path = "graph_rewrite.rs"]
 pub mod graph_rewrite;
 #[path = "icc.rs"]

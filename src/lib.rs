@@ -32,8 +32,8 @@ pub mod internal;
 // The crate's own paths (crate::backend, ...) stay short; some are used by the command line only.
 #[allow(unused_imports)]
 use internal::{
-    activations, backend, bench, builtin, bundle, error, gpus, graph_rewrite, icc, image_io, interrupt, models, names,
-    options, pipeline, plan, preprocess, sampler, schedule, serve, tiling, triton,
+    activations, backend, bench, builtin, bundle, error, gpus, graph_kind, graph_rewrite, icc, image_io, interrupt,
+    models, names, options, pipeline, plan, preprocess, sampler, schedule, serve, tiling, triton,
 };
 
 pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};

@@ -13,6 +13,7 @@ pub mod cuda_libs;
 pub mod multi;
 pub mod optimised_cache;
 pub mod ort;
+pub mod ort_library;
 pub mod plugin;
 pub mod shared_weights;
 pub mod start;

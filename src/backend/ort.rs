@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ort::environment::Environment;
 use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider, TensorRT, CPU, CUDA};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
@@ -17,22 +16,14 @@ use ort::value::Tensor as OrtTensor;
 use super::binding::{Bound, Memory};
 use super::capture::{self, run_with_capture_fallback, Capture};
 use super::optimised_cache::{self, OptimisedKey};
+pub use super::ort_library::{
+    install_dir, library_candidates, library_path, library_version, load, GPU_INSTALL_HINT, INSTALL_HINT, ORT_VERSION,
+};
+pub(crate) use super::ort_library::{runtime, Runtime};
 use super::shared_weights::SharedWeights;
 use super::{check_len, tensorrt, Engine, EngineOptions, Input, Tensor};
 use crate::bundle::{Bundle, GraphKind, Precision};
 use crate::error::{Error, Result};
-
-/// onnxruntime version the runtime is built and tested against.
-pub const ORT_VERSION: &str = "1.31.1";
-const LIB_NAME: &str = "libonnxruntime.so.1.31.1";
-
-/// How to install the library, appended to every "not found" message.
-pub const INSTALL_HINT: &str = "install it with scripts/install-onnxruntime.sh (onnxruntime 1.31.1 from PyPI) \
-or set ORT_DYLIB_PATH to libonnxruntime.so";
-/// How to get the GPU providers (CUDA, TensorRT): the CPU package above does not have them.
-pub const GPU_INSTALL_HINT: &str =
-    "the GPU providers come with onnxruntime-gpu: `pip install onnxruntime-gpu==1.31.1` \
-(CUDA 13, cuDNN 9), then set ORT_DYLIB_PATH to its onnxruntime/capi/libonnxruntime.so.1.31.1";
 
 /// onnxruntime execution providers, in `auto`'s order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,114 +77,6 @@ impl Provider {
     }
 }
 
-/// Where the runtime looks for the onnxruntime library, in order.
-pub fn library_candidates() -> Vec<PathBuf> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        return vec![PathBuf::from(p)];
-    }
-    let mut out = vec![];
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|p| p.to_path_buf()))
-    {
-        out.push(dir.join(LIB_NAME));
-        out.push(dir.join("lib").join(LIB_NAME));
-    }
-    out.push(install_dir().join(LIB_NAME));
-    out.push(PathBuf::from(LIB_NAME));
-    out.push(PathBuf::from("libonnxruntime.so"));
-    out
-}
-
-/// The folder scripts/install-onnxruntime.sh installs into.
-pub fn install_dir() -> PathBuf {
-    crate::models::data_folder("DIFFIR_ORT_DIR", "onnxruntime")
-}
-
-pub(crate) struct Runtime {
-    pub(crate) env: Environment,
-    path: PathBuf,
-    /// The version the loaded library reports.
-    version: String,
-}
-
-/// The version the library at `path` reports (`OrtGetApiBase()->GetVersionString()`). The library is
-/// already loaded by then; opening it again only takes another reference.
-fn reported_version(path: &std::path::Path) -> Option<String> {
-    // SAFETY: the same library onnxruntime's bindings just loaded; OrtGetApiBase has this signature in every
-    // onnxruntime release, and the returned string is static inside the library.
-    unsafe {
-        let lib = libloading::Library::new(path).ok()?;
-        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
-            lib.get(b"OrtGetApiBase").ok()?;
-        let base = get();
-        if base.is_null() {
-            return None;
-        }
-        let s = ((*base).GetVersionString)();
-        (!s.is_null()).then(|| std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
-    }
-}
-
-/// The onnxruntime library this process loaded, once it is loaded.
-pub fn library_path() -> Option<PathBuf> {
-    RUNTIME.get()?.as_ref().ok().map(|rt| rt.path.clone())
-}
-
-/// The loaded library's version, and a warning when it is not the one this runtime is built for.
-pub fn library_version() -> Option<(String, Option<String>)> {
-    let rt = RUNTIME.get()?.as_ref().ok()?;
-    let warning = (rt.version != ORT_VERSION).then(|| {
-        format!(
-            "warning: {} reports onnxruntime {}; this runtime is built and tested for {ORT_VERSION}",
-            rt.path.display(),
-            rt.version
-        )
-    });
-    Some((rt.version.clone(), warning))
-}
-
-static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
-
-/// Load the library once per process; later calls return the same outcome.
-pub(crate) fn runtime() -> Result<&'static Runtime> {
-    let r = RUNTIME.get_or_init(|| {
-        // onnxruntime's Linux telemetry keeps a device id and an event database under
-        // ~/.cache/Microsoft unless this is set (with_telemetry(false) below does not stop that).
-        if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
-            std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
-        }
-        let mut tried = vec![];
-        for path in library_candidates() {
-            let is_bare_name = path.components().count() == 1;
-            if !is_bare_name && !path.exists() {
-                tried.push(format!("{} (absent)", path.display()));
-                continue;
-            }
-            match ort::init_from(&path) {
-                Ok(builder) => {
-                    return builder
-                        .with_name("diffir")
-                        .with_telemetry(false)
-                        .build()
-                        .map(|env| Runtime {
-                            env,
-                            path: path.clone(),
-                            version: reported_version(&path).unwrap_or_else(|| "(version not reported)".into()),
-                        })
-                        .map_err(|e| format!("{}: cannot create the environment: {e}", path.display()));
-                }
-                Err(e) => tried.push(format!("{} ({e})", path.display())),
-            }
-        }
-        Err(format!(
-            "onnxruntime library not found or unusable; tried {}. {INSTALL_HINT}",
-            tried.join(", ")
-        ))
-    });
-    r.as_ref().map_err(|e| Error::Backend(e.clone()))
-}
-
 /// Run a standalone ONNX model (not a bundle graph) once on the CPU provider with one thread; float32 inputs
 /// by name; returns the named float32 output. For checking generated graphs (the Triton prior graph).
 pub fn run_standalone(onnx: &[u8], inputs: &[(&str, &[usize], &[f32])], output: &str) -> Result<Tensor> {
@@ -215,15 +98,6 @@ pub fn run_standalone(onnx: &[u8], inputs: &[(&str, &[usize], &[f32])], output: 
     Ok(Tensor {
         shape: shape.iter().map(|&d| d as usize).collect(),
         data: data.to_vec(),
-    })
-}
-
-/// Load the library (once per process). The error says where it was looked for and how to install it; for
-/// `gpu` the hint names the GPU package.
-pub fn load(gpu: bool) -> Result<()> {
-    runtime().map(|_| ()).map_err(|e| match e {
-        Error::Backend(msg) if gpu => Error::Backend(msg.replace(INSTALL_HINT, GPU_INSTALL_HINT)),
-        e => e,
     })
 }
 
@@ -1150,6 +1024,6 @@ mod version_tests {
             pyproject.contains(&format!("\"onnxruntime=={ORT_VERSION}\"")),
             "export/pyproject.toml must pin onnxruntime=={ORT_VERSION}"
         );
-        assert!(LIB_NAME.ends_with(ORT_VERSION));
+        assert!(super::super::ort_library::LIB_NAME.ends_with(ORT_VERSION));
     }
 }

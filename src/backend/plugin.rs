@@ -102,7 +102,7 @@ pub fn library_candidates(plugin: Plugin, explicit: Option<&Path>) -> Vec<PathBu
     if let Some(p) = std::env::var_os(plugin.env_var()).filter(|p| !p.is_empty()) {
         return vec![PathBuf::from(p)];
     }
-    let mut out = vec![super::ort::install_dir()
+    let mut out = vec![super::ort_library::install_dir()
         .join(plugin.package())
         .join(plugin.library_file())];
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|p| !p.is_empty()) {
@@ -150,7 +150,7 @@ static REGISTERED: Mutex<Option<HashMap<Plugin, std::result::Result<PathBuf, Str
 /// Register `plugin`'s library with the process's onnxruntime environment (once; later calls return the
 /// first outcome). `explicit`: the library's path (`--ep-library`); None: look in the usual places.
 pub fn register(plugin: Plugin, explicit: Option<&Path>) -> Result<PathBuf> {
-    let rt = super::ort::runtime()?;
+    let rt = super::ort_library::runtime()?;
     let mut guard = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
     let map = guard.get_or_insert_with(HashMap::new);
     if let Some(done) = map.get(&plugin) {
@@ -214,7 +214,7 @@ pub(crate) fn kind_name(t: DeviceType) -> &'static str {
 /// Every device the process's onnxruntime environment offers (the CPU provider's and each registered
 /// plugin's).
 pub fn devices() -> Result<Vec<PluginDevice>> {
-    let rt = super::ort::runtime()?;
+    let rt = super::ort_library::runtime()?;
     Ok(rt
         .env
         .devices()
