@@ -11,7 +11,8 @@
 # pytest, cargo fmt/clippy checks and the Rust tests (the Triton tests start nvidia-pytriton's tritonserver
 # on loopback), then builds the container images with podman and runs them (scripts/image_test.py: podman,
 # runc and debootstrap come from Debian's packages where missing; the base root filesystem and the wheels are
-# cached in ~/.cache/diffir/image-wheels). Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
+# cached in ~/.cache/diffir/image-wheels), after scripts/abuse.py replays hostile clients and input folders
+# against the server and the CLI. Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
 # plugins or lavapipe say "skipped" where they are absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
