@@ -641,14 +641,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     // run at once. GPU plans are bounded by their tile sizes instead.
     let on_cpu = models.iter().all(|m| m.pipeline.plan().devices.is_empty());
     let memory_per_restore = on_cpu
-        .then(|| {
-            args.engine
-                .max_memory
-                .map(|b| b as f64)
-                .or_else(|| crate::plan::available_memory().map(|b| b as f64 * crate::plan::CPU_MEMORY_SHARE))
-        })
+        .then(|| crate::plan::cpu_budget(args.engine.max_memory, crate::plan::available_memory()))
         .flatten()
-        .map(|b| b / args.max_concurrency.max(1) as f64);
+        .map(|(b, _)| b / args.max_concurrency.max(1) as f64);
     let opts = crate::serve::ServeOptions {
         listen: args.listen,
         body_timeout: std::time::Duration::from_secs_f64(args.body_timeout),

@@ -212,14 +212,10 @@ fn decode(path: &Path, max_pixels: u64) -> Result<(DynamicImage, Option<Vec<u8>>
     use std::io::Read as _;
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let regular = file.metadata().map_err(|e| Error::io(path, e))?.is_file();
-    if !regular {
-        let mut bytes = vec![];
-        file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-        return decode_bytes(&bytes, path, max_pixels).map(|(img, icc, notes, _)| (img, icc, notes));
-    }
-    if crate::icc::oversized_png_profile(&mut file)
-        .map_err(|e| Error::io(path, e))?
-        .is_some()
+    if !regular
+        || crate::icc::oversized_png_profile(&mut file)
+            .map_err(|e| Error::io(path, e))?
+            .is_some()
     {
         let mut bytes = vec![];
         file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;

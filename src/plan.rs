@@ -131,6 +131,19 @@ pub fn cpu_fixed_bytes(bundle: &Bundle) -> f64 {
         .sum::<f64>()
 }
 
+/// The memory a CPU plan may use in all, in bytes, and where the figure comes from: `--max-memory`, else
+/// [`CPU_MEMORY_SHARE`] of what is available; None where neither is known.
+pub fn cpu_budget(max_memory: Option<u64>, available: Option<u64>) -> Option<(f64, String)> {
+    match (max_memory, available) {
+        (Some(m), _) => Some((m as f64, format!("--max-memory {}", size(m as f64)))),
+        (None, Some(a)) => Some((
+            a as f64 * CPU_MEMORY_SHARE,
+            format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, size(a as f64)),
+        )),
+        (None, None) => None,
+    }
+}
+
 /// Memory available to this process, in bytes: the kernel's MemAvailable, lowered to the room left under a
 /// cgroup v2 limit where there is one. None where neither can be read.
 pub fn available_memory() -> Option<u64> {
@@ -233,14 +246,7 @@ impl Plan {
                 (None, false) => vec![],
             };
             // Each worker holds a tile's activations and its sessions: as many as the memory budget fits.
-            let budget = match (req.max_memory, available) {
-                (Some(m), _) => Some((m as f64, format!("--max-memory {}", size(m as f64)))),
-                (None, Some(a)) => Some((
-                    a as f64 * CPU_MEMORY_SHARE,
-                    format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, size(a as f64)),
-                )),
-                (None, None) => None,
-            };
+            let budget = cpu_budget(req.max_memory, available);
             let per = match (&budget, tile > 0) {
                 (Some(_), true) => match cpu_worker_bytes(bundle, round(tile)) {
                     Ok(per) => Some(per),

@@ -6,6 +6,7 @@
 //! `~/.local/share/diffir/onnxruntime`); the system's library path.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider, TensorRT, CPU, CUDA};
@@ -405,9 +406,11 @@ enum Runner {
 }
 
 impl Runner {
-    fn run(&mut self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+    /// Run on this session; `cancel` ends a plain session's run inside the graph (bound sessions run
+    /// fixed-shape tiles, which the pipeline stops between).
+    fn run(&mut self, graph: GraphKind, inputs: &[Input<'_>], cancel: Option<&AtomicBool>) -> Result<Tensor> {
         match self {
-            Runner::Plain(s) => run_session(s, graph, inputs),
+            Runner::Plain(s) => run_session(s, graph, inputs, cancel),
             Runner::Bound(b, None) => b.run(inputs),
             Runner::Bound(b, Some(capture)) => capture.run(|| b.run(inputs)),
         }
@@ -750,7 +753,7 @@ pub fn providers_used(
         ..Build::default()
     };
     let mut session = session(rt, bundle, opts, kind, p, build)?;
-    run_session(&mut session, kind, inputs)?;
+    run_session(&mut session, kind, inputs, None)?;
     let err = |e: String| Error::graph(kind, format!("profile: {e}"));
     let path = session.end_profiling().map_err(|e| err(e.to_string()))?;
     let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{path}: {e}")))?;
@@ -766,17 +769,13 @@ pub fn providers_used(
     Ok(out)
 }
 
-fn run_session(session: &mut Session, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
-    run_session_until(session, graph, inputs, None)
-}
-
-/// `run_session`, ended by onnxruntime's run termination once `cancel` is set (polled every 10 ms by a
+/// Run `graph` on one session; with `cancel`, the run is ended by onnxruntime's run termination once it is set (polled every 10 ms by a
 /// watcher thread while the run lasts): a whole-image run past its deadline stops inside the graph.
-fn run_session_until(
+fn run_session(
     session: &mut Session,
     graph: GraphKind,
     inputs: &[Input<'_>],
-    cancel: Option<&std::sync::atomic::AtomicBool>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<Tensor> {
     // The onnxruntime error is kept as the source (out-of-memory errors become Error::OutOfMemory).
     let err = |e: ort::Error| match Error::graph_or_oom(graph, format!("onnxruntime: {e}")) {
@@ -813,7 +812,7 @@ fn run_session_until(
     };
     let outputs = match (cancel, &options) {
         (Some(cancel), Some(options)) => {
-            use std::sync::atomic::{AtomicBool, Ordering};
+            use std::sync::atomic::Ordering;
             let done = AtomicBool::new(false);
             let outputs = std::thread::scope(|scope| {
                 let watcher = scope.spawn(|| {
@@ -845,15 +844,16 @@ fn run_session_until(
     })
 }
 
-impl Engine for OrtEngine {
-    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+impl OrtEngine {
+    /// `Engine::run`, and with `cancel` `Engine::run_until`.
+    fn run_on(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: Option<&AtomicBool>) -> Result<Tensor> {
         let state = self.state();
         if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &state.opts), inputs.first()) {
             if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
                 drop(state);
                 let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
                 let _shared = self.device_shared();
-                return run_session(&mut session, graph, inputs);
+                return run_session(&mut session, graph, inputs, cancel);
             }
         }
         let pool = &state.sessions[graph as usize];
@@ -871,39 +871,23 @@ impl Engine for OrtEngine {
             return run_with_capture_fallback(
                 &mut *runner,
                 |r| matches!(r, Runner::Bound(_, Some(c)) if c.capturing()),
-                |r| r.run(graph, inputs),
+                |r| r.run(graph, inputs, None),
                 || self.uncaptured(&state.opts),
                 &self.notes,
             );
         }
         let _shared = self.device_shared();
-        runner.run(graph, inputs)
+        runner.run(graph, inputs, cancel)
+    }
+}
+
+impl Engine for OrtEngine {
+    fn run(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Result<Tensor> {
+        self.run_on(graph, inputs, None)
     }
 
-    fn run_until(
-        &self,
-        graph: GraphKind,
-        inputs: &[Input<'_>],
-        cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<Tensor> {
-        let state = self.state();
-        if let (Some((n, h, w)), Some(Input::F32(shape, _))) = (fixed_shape(graph, &state.opts), inputs.first()) {
-            if shape.len() == 4 && (shape[0], shape[2], shape[3]) != (n, h, w) {
-                drop(state);
-                let mut session = self.other_shape_session()?.lock().unwrap_or_else(|e| e.into_inner());
-                let _shared = self.device_shared();
-                return run_session_until(&mut session, graph, inputs, Some(cancel));
-            }
-        }
-        if let Some(mut runner) = state.sessions[graph as usize].iter().find_map(|m| m.try_lock().ok()) {
-            if let Runner::Plain(session) = &mut *runner {
-                let _shared = self.device_shared();
-                return run_session_until(session, graph, inputs, Some(cancel));
-            }
-        }
-        // Bound (fixed-shape GPU) runners run tiles, which the pipeline stops between.
-        drop(state);
-        self.run(graph, inputs)
+    fn run_until(&self, graph: GraphKind, inputs: &[Input<'_>], cancel: &AtomicBool) -> Result<Tensor> {
+        self.run_on(graph, inputs, Some(cancel))
     }
 
     fn run_fp32(&self, graph: GraphKind, inputs: &[Input<'_>]) -> Option<Result<Tensor>> {
@@ -913,7 +897,7 @@ impl Engine for OrtEngine {
         Some(self.fp32_session(graph).and_then(|s| {
             let mut session = s.lock().unwrap_or_else(|e| e.into_inner());
             let _shared = self.device_shared();
-            run_session(&mut session, graph, inputs)
+            run_session(&mut session, graph, inputs, None)
         }))
     }
 

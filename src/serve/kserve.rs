@@ -199,43 +199,26 @@ fn versioned(state: &AppState, name: &str, version: Option<&str>) -> Result<Arc<
     }
 }
 
-/// `GET /v2/models/{name}`.
-pub async fn model_metadata(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
-    metadata_of(&state, &name, None)
+/// A model route's path: `/v2/models/{name}` or `/v2/models/{name}/versions/{version}`.
+#[derive(Debug, Deserialize)]
+pub struct ModelPath {
+    name: String,
+    version: Option<String>,
 }
 
-/// `GET /v2/models/{name}/versions/{version}`.
-pub async fn model_metadata_version(
-    State(state): State<Arc<AppState>>,
-    UrlPath((name, version)): UrlPath<(String, String)>,
-) -> Response {
-    metadata_of(&state, &name, Some(&version))
-}
-
-fn metadata_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
-    match versioned(state, name, version) {
+/// `GET /v2/models/{name}[/versions/{version}]`.
+pub async fn model_metadata(State(state): State<Arc<AppState>>, UrlPath(p): UrlPath<ModelPath>) -> Response {
+    match versioned(&state, &p.name, p.version.as_deref()) {
         Ok(m) => Json(metadata(&m.name, m.pipeline.bundle().task() == Task::Inpaint)).into_response(),
         Err(e) => e.v2(),
     }
 }
 
-/// `GET /v2/models/{name}/ready`.
-pub async fn model_ready(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>) -> Response {
-    ready_of(&state, &name, None)
-}
-
-/// `GET /v2/models/{name}/versions/{version}/ready`.
-pub async fn model_ready_version(
-    State(state): State<Arc<AppState>>,
-    UrlPath((name, version)): UrlPath<(String, String)>,
-) -> Response {
-    ready_of(&state, &name, Some(&version))
-}
-
-fn ready_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
-    match versioned(state, name, version) {
+/// `GET /v2/models/{name}[/versions/{version}]/ready`.
+pub async fn model_ready(State(state): State<Arc<AppState>>, UrlPath(p): UrlPath<ModelPath>) -> Response {
+    match versioned(&state, &p.name, p.version.as_deref()) {
         Ok(m) => {
-            let ready = is_ready(state);
+            let ready = is_ready(&state);
             let code = if ready {
                 StatusCode::OK
             } else {
@@ -247,25 +230,11 @@ fn ready_of(state: &AppState, name: &str, version: Option<&str>) -> Response {
     }
 }
 
-/// `POST /v2/models/{name}/infer`.
-pub async fn infer(State(state): State<Arc<AppState>>, UrlPath(name): UrlPath<String>, req: Request) -> Response {
-    infer_of(state, name, None, req).await
-}
-
-/// `POST /v2/models/{name}/versions/{version}/infer`.
-pub async fn infer_version(
-    State(state): State<Arc<AppState>>,
-    UrlPath((name, version)): UrlPath<(String, String)>,
-    req: Request,
-) -> Response {
-    infer_of(state, name, Some(version), req).await
-}
-
-async fn infer_of(state: Arc<AppState>, name: String, version: Option<String>, req: Request) -> Response {
-    match infer_inner(state, &name, version.as_deref(), req).await {
-        Ok(r) => r,
-        Err(e) => e.v2(),
-    }
+/// `POST /v2/models/{name}[/versions/{version}]/infer`.
+pub async fn infer(State(state): State<Arc<AppState>>, UrlPath(p): UrlPath<ModelPath>, req: Request) -> Response {
+    infer_inner(state, &p.name, p.version.as_deref(), req)
+        .await
+        .unwrap_or_else(ApiError::v2)
 }
 
 async fn infer_inner(

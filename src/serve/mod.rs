@@ -7,6 +7,7 @@ mod conn;
 mod kserve;
 mod metrics;
 mod query;
+mod tiles;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use body::ApiError;
 pub use conn::ConnLimits;
 pub use metrics::Metrics;
 use query::RestoreQuery;
+pub use tiles::{default_request_tiles, MIN_REQUEST_TILE};
 
 /// How the server runs and what it accepts.
 #[derive(Debug, Clone)]
@@ -73,27 +75,6 @@ pub struct ServedModel {
     pub tiling: Tiling,
     /// Tile sizes a request may choose with `tile` (0 among them: whole images).
     pub request_tiles: Vec<usize>,
-}
-
-/// The smallest tile a request may choose (smaller tiles multiply the work by their overlap).
-pub const MIN_REQUEST_TILE: usize = 32;
-
-/// The tile sizes requests may choose by default: the plan's tile and its halves down to 64.
-pub fn default_request_tiles(plan_tile: usize) -> Vec<usize> {
-    let mut tiles = vec![];
-    let mut t = plan_tile;
-    while t >= 64 {
-        tiles.push(t);
-        if !t.is_multiple_of(2) {
-            break;
-        }
-        t /= 2;
-    }
-    if plan_tile == 0 {
-        tiles.push(0);
-    }
-    tiles.sort_unstable();
-    tiles
 }
 
 pub(crate) struct AppState {
@@ -154,18 +135,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}", get(kserve::model_metadata))
         .route("/v2/models/{name}/ready", get(kserve::model_ready))
         .route("/v2/models/{name}/infer", post(kserve::infer))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(kserve::model_metadata_version),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(kserve::model_ready_version),
-        )
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(kserve::infer_version),
-        )
+        .route("/v2/models/{name}/versions/{version}", get(kserve::model_metadata))
+        .route("/v2/models/{name}/versions/{version}/ready", get(kserve::model_ready))
+        .route("/v2/models/{name}/versions/{version}/infer", post(kserve::infer))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
@@ -352,7 +324,7 @@ pub(crate) async fn restore_request(
 ) -> std::result::Result<Encoded, ApiError> {
     let start = Instant::now();
     let format = query.format.as_deref().map(parse_format).transpose()?;
-    let tile = request_tile(&model, query.tile)?;
+    let tile = tiles::request_tile(&model, query.tile)?;
     let deadline = start + state.opts.request_timeout;
     // Bounded queue: requests beyond the workers wait, up to `queue` of them.
     let queued = state.waiting.fetch_add(1, Ordering::SeqCst);
@@ -425,59 +397,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// The tile a request runs with: its own `tile` if the server allows that size, else the plan's.
-fn request_tile(model: &ServedModel, asked: Option<usize>) -> std::result::Result<usize, ApiError> {
-    let Some(tile) = asked else {
-        return Ok(model.tiling.tile);
-    };
-    if model.request_tiles.contains(&tile) {
-        return Ok(tile);
-    }
-    let sizes = model
-        .request_tiles
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Err(ApiError::bad_request(if tile == 0 {
-        format!("tile=0 (whole image) is not allowed on this server (--allow-whole-image); tiles allowed: {sizes}")
-    } else {
-        format!("tile={tile} is not allowed on this server (--request-tiles); tiles allowed: {sizes}")
-    }))
-}
-
-/// The memory one backbone call of this restore needs, against the server's per-restore budget: refused
-/// with [`Error::TooLarge`] before any work.
-fn check_memory(state: &AppState, model: &ServedModel, tile: usize, (h, w): (usize, usize)) -> Result<()> {
-    let Some(budget) = state.opts.memory_per_restore else {
-        return Ok(());
-    };
-    let plan = model.pipeline.plan();
-    let pixels = if tile == 0 {
-        h * w
-    } else {
-        tile.min(h) * tile.min(w) * plan.tile_batch.max(1)
-    };
-    let per_pixel = crate::activations::bytes_per_pixel(model.pipeline.bundle(), plan.precision)?;
-    let need = pixels as f64 * per_pixel * crate::plan::CPU_ACTIVATION_MARGIN;
-    if need > budget {
-        let how = if tile == 0 {
-            "whole-image".to_string()
-        } else {
-            format!("tile {tile}")
-        };
-        return Err(Error::TooLarge {
-            path: "image".into(),
-            msg: format!(
-                "{w}x{h} with {how} needs about {} for the backbone, over this server's {} per restore; use a smaller tile",
-                crate::plan::size(need),
-                crate::plan::size(budget)
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// Decode, restore and encode, exactly as `diffir restore` does for a file.
 #[allow(clippy::too_many_arguments)]
 fn restore_blocking(
@@ -507,7 +426,7 @@ fn restore_blocking(
     let format = format.unwrap_or(input_format);
     format.check_can_hold(Path::new("output"), picture.alpha.is_some())?;
     let noise = sampler::seeded_noise(query.seed.unwrap_or(0), p.bundle().ipr_dim());
-    check_memory(state, model, tile, (picture.rgb.height, picture.rgb.width))?;
+    tiles::check_memory(state, model, tile, (picture.rgb.height, picture.rgb.width))?;
     let tiling = Tiling {
         tile,
         overlap: model.tiling.overlap.min(tile / 2),
@@ -530,7 +449,7 @@ fn restore_blocking(
     let bytes = image_io::encode_picture(&done.image, &done.carry(&picture), &write, format)?;
     let t = &done.restored.timings;
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
-    let headers = vec![
+    let mut headers = vec![
         ("x-diffir-time-ms", ms(t.total())),
         (
             "x-diffir-timings-ms",
@@ -549,7 +468,6 @@ fn restore_blocking(
             p.backend_summary().lines().next().unwrap_or_default().to_string(),
         ),
     ];
-    let mut headers = headers;
     if !picture.notes.is_empty() {
         headers.push(("x-diffir-note", picture.notes.join("; ")));
     }

@@ -7,96 +7,21 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use crate::common::*;
+use crate::server::{tract_server, wait_child, Server};
 
-/// A server process whose stderr is kept for the test to read.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let model = format!("sr={}", bundles_dir().join("sr_x4").display());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--model",
-                &model,
-                "--backend",
-                "tract",
-            ])
-            .args(["--threads", "1"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start diffir serve");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while err.read_line(&mut line).unwrap_or(0) > 0 {
-                sink.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Server { child, addr, log }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    /// Wait for the process to exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `diffir restore -n sr_x4 --backend tract ARGS`, stderr piped.
+fn spawn_restore(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_diffir"))
+        .args(["restore", "-n", s(&bundles_dir().join("sr_x4")), "--backend", "tract"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Send `head` (and `body`), read the whole answer (the server closes or answers `Connection: close`).
@@ -164,7 +89,7 @@ fn post_head(path: &str, len: usize, content_type: &str) -> String {
 
 #[test]
 fn sigterm_exits_within_the_drain_deadline_despite_a_client_that_never_finishes() {
-    let mut srv = Server::start(&["--shutdown-timeout", "1"]);
+    let mut srv = tract_server(&["--shutdown-timeout", "1"]);
     // One client sent part of its headers, another half a declared body.
     let mut partial_header = srv.connect();
     partial_header
@@ -190,7 +115,7 @@ fn sigterm_exits_within_the_drain_deadline_despite_a_client_that_never_finishes(
 
 #[test]
 fn slow_partial_and_idle_connections_are_cut_off() {
-    let srv = Server::start(&["--header-timeout", "1", "--body-timeout", "1"]);
+    let srv = tract_server(&["--header-timeout", "1", "--body-timeout", "1"]);
     let mut idle = srv.connect();
     let mut partial = srv.connect();
     partial.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n").unwrap();
@@ -222,7 +147,7 @@ fn slow_partial_and_idle_connections_are_cut_off() {
 
 #[test]
 fn the_connection_limit_holds_and_is_logged_once() {
-    let srv = Server::start(&["--max-connections", "2", "--header-timeout", "30"]);
+    let srv = tract_server(&["--max-connections", "2", "--header-timeout", "30"]);
     let a = srv.connect();
     let b = srv.connect();
     std::thread::sleep(Duration::from_millis(200));
@@ -243,7 +168,7 @@ fn the_connection_limit_holds_and_is_logged_once() {
 
 #[test]
 fn a_declared_body_over_the_limit_is_refused_before_it_is_read_in_the_routes_format() {
-    let srv = Server::start(&["--max-body-bytes", "100000"]);
+    let srv = tract_server(&["--max-body-bytes", "100000"]);
     for (path, content_type, json) in [
         ("/v1/models/sr/restore", "image/png", false),
         ("/v1/models/sr/restore", "multipart/form-data; boundary=x", false),
@@ -306,7 +231,7 @@ fn an_icc_profile_over_4_mib_is_dropped_with_a_note_in_the_cli_and_the_server_al
     let cli = std::fs::read(&out).unwrap();
     assert_eq!(icc_of(&cli), None);
     assert!(cli.len() < 200_000, "output of {} bytes", cli.len());
-    let srv = Server::start(&[]);
+    let srv = tract_server(&[]);
     let body = std::fs::read(&big).unwrap();
     let (code, headers, served) = raw(
         &srv,
@@ -333,7 +258,7 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn request_tiles_stay_within_the_servers_bounds() {
     let png = small_png();
-    let srv = Server::start(&[]);
+    let srv = tract_server(&[]);
     let post = |q: &str| {
         raw(
             &srv,
@@ -350,7 +275,7 @@ fn request_tiles_stay_within_the_servers_bounds() {
     assert_eq!(post("?tile=64").0, 200);
     drop(srv);
     // Whole images when allowed, still within the memory budget.
-    let srv = Server::start(&["--allow-whole-image", "--max-memory", "64M"]);
+    let srv = tract_server(&["--allow-whole-image", "--max-memory", "64M"]);
     let tmp = tempfile::tempdir().unwrap();
     let big = tmp.path().join("big.png");
     image::RgbImage::from_fn(700, 700, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 9]))
@@ -379,7 +304,7 @@ fn protocol_corners_are_answered_by_the_rules() {
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("token");
     std::fs::write(&token, "tok").unwrap();
-    let srv = Server::start(&["--token-file", s(&token)]);
+    let srv = tract_server(&["--token-file", s(&token)]);
     let auth = |scheme: &str| format!("Authorization: {scheme} tok\r\n");
     // The scheme name in any case.
     for scheme in ["Bearer", "bearer", "BEARER"] {
@@ -472,7 +397,7 @@ fn protocol_corners_are_answered_by_the_rules() {
 
 #[test]
 fn tract_plans_are_bounded_and_counted_in_metrics() {
-    let srv = Server::start(&[]);
+    let srv = tract_server(&[]);
     // Padded to the model's size multiple, these are 24 distinct shapes (each a CPEN and a backbone plan).
     for k in 0..24u32 {
         let (w, h) = (16 + 8 * (k / 2), 16 + 8 * (k % 2));
@@ -516,23 +441,7 @@ fn ctrl_c_stops_the_batch_cleanly_with_a_summary_and_exit_130() {
     let tmp = tempfile::tempdir().unwrap();
     let input = slow_folder(tmp.path(), 6);
     let out = tmp.path().join("out");
-    let bundle = bundles_dir().join("sr_x4");
-    let child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-        .args([
-            "restore",
-            "-n",
-            s(&bundle),
-            "--backend",
-            "tract",
-            "--threads",
-            "1",
-            "--tile",
-            "64",
-        ])
-        .args([s(&input), "-o", s(&out)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_restore(&["--threads", "1", "--tile", "64", s(&input), "-o", s(&out)]);
     // Interrupt once the first output is written (the second is then being restored).
     let deadline = Instant::now() + Duration::from_secs(120);
     while !out.join("00.png").exists() {
@@ -584,29 +493,8 @@ fn fifos_are_skipped_and_names_are_escaped() {
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::fs::write(input.join("x\nerror: forged\x1b[31m.png"), b"not an image").unwrap();
     let out = tmp.path().join("out");
-    let bundle = bundles_dir().join("sr_x4");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-        .args([
-            "restore",
-            "-n",
-            s(&bundle),
-            "--backend",
-            "tract",
-            s(&input),
-            "-o",
-            s(&out),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the batch hung on the FIFO");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut child = spawn_restore(&[s(&input), "-o", s(&out)]);
+    let status = wait_child(&mut child, Duration::from_secs(120)).expect("the batch hung on the FIFO");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");

@@ -15,5 +15,6 @@ mod official;
 mod plugins;
 mod reference_bundles;
 mod serve;
+mod server;
 mod tiling;
 mod triton;

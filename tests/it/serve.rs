@@ -1,81 +1,14 @@
 //! `diffir serve` against a real server process on 127.0.0.1 (port chosen by the OS): outputs identical to
 //! the CLI's, KServe v2, concurrency, the queue, limits, auth, deadlines, metrics and graceful shutdown.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 use crate::common::*;
-
-/// A running server; killed (and reaped) when dropped, whatever the test did.
-struct Server {
-    child: Child,
-    url: String,
-    _stderr: std::thread::JoinHandle<String>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_diffir"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start diffir serve");
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Server {
-            child,
-            url,
-            _stderr: stderr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::server::{tract_server, Server};
 
 /// (status, headers we look at, body) of a request; error statuses are answers too.
 fn call(req: ureq::Request, body: Option<&[u8]>) -> (u16, Option<String>, Vec<u8>) {
@@ -97,10 +30,6 @@ fn call(req: ureq::Request, body: Option<&[u8]>) -> (u16, Option<String>, Vec<u8
 
 fn post(url: &str, body: &[u8]) -> (u16, Option<String>, Vec<u8>) {
     call(ureq::post(url), Some(body))
-}
-
-fn sr_x4() -> String {
-    bundles_dir().join("sr_x4").to_string_lossy().into_owned()
 }
 
 /// The CLI's output bytes for `input` (written as `ext`) with the sr_x4 bundle on tract.
@@ -125,13 +54,6 @@ fn slow_input(dir: &Path) -> PathBuf {
     .save(&path)
     .unwrap();
     path
-}
-
-fn tract_server(extra: &[&str]) -> Server {
-    let model = format!("sr={}", sr_x4());
-    let mut args = vec!["--model", &model, "--backend", "tract", "--threads", "1"];
-    args.extend_from_slice(extra);
-    Server::start(&args)
 }
 
 /// `GET /v1/models` names what runs each model: the provider that started, not the one asked for.
