@@ -6,6 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use diffir::internal::backend::{self, BackendKind, EngineOptions, Input};
+use diffir::internal::pipeline::Stages;
 use diffir::internal::tiling::{Blender, TilePlan};
 use diffir::{Bundle, GraphKind, Pipeline, PlanRequest, Tiling};
 

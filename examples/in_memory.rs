@@ -18,14 +18,7 @@ fn main() -> Result<(), diffir::Error> {
     let pipeline = Pipeline::open(Bundle::builtin()?, &RestoreOptions::default())?;
     let (picture, format) = diffir::decode_picture(&bytes, input.as_ref(), 50_000_000)?;
     let finish = diffir::Finish::default();
-    let done = pipeline.restore_picture(
-        &picture,
-        None,
-        &pipeline.noise(),
-        &pipeline.tiling(),
-        finish,
-        &diffir::Control::default(),
-    )?;
+    let done = pipeline.restore_picture(&picture, None, finish, &diffir::Control::default())?;
     let carry: Carry<'_> = done.carry(&picture);
     let write: WriteOptions = pipeline.write_options(false);
     let png = diffir::encode_picture(&done.image, &carry, &write, OutputFormat::Png)?;

@@ -22,7 +22,7 @@ fn main() -> Result<(), diffir::Error> {
         ..RestoreOptions::default()
     };
     let pipeline = Pipeline::open(bundle, &options)?;
-    eprintln!("{}", pipeline.backend_summary());
+    eprintln!("{}", pipeline.backend());
     let image = diffir::read_image(input.as_ref())?;
     let progress = |p: Progress| eprint!("\rtile {}/{}", p.tiles_done, p.tiles_total);
     let control = diffir::Control {

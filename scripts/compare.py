@@ -8,7 +8,7 @@ Models: random real-size weights for realsr_x4 and deblur_gopro (configs/), and 
 Prints a Markdown table (also written to --out) with the machine, threads and versions. The real-size models
 are exported twice, with the export-time rewrites (the default, timed in every column) and plain (one more
 `diffir` onnxruntime column, and the ratio of the two). There is no int8 column: the int8 mode was measured
-(scripts/int8_study.py) and not shipped.
+(scripts/studies/int8_study.py) and not shipped.
 """
 
 from __future__ import annotations

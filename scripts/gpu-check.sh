@@ -17,7 +17,7 @@
 #    and 256, and the output megapixels per second of a 2048x2048 -> 8192x8192 restore with --tile auto (the
 #    tile and batch it chose, and the peak device memory nvidia-smi saw), for diffir and for PyTorch running
 #    the same tiles one at a time.
-# 2. With STUDY=1 first: scripts/gpu_study.py, where onnxruntime CUDA's time goes (per-op micro-benchmarks,
+# 2. With STUDY=1 first: scripts/studies/gpu_study.py, where onnxruntime CUDA's time goes (per-op micro-benchmarks,
 #    kernel profiles, graph and option variants); it adds minutes, so the default run leaves it out.
 # Every diffir call's command line, stdout and stderr are saved under OUT_DIR/logs.
 # CHECK_ARGS: e.g. --cuda-option KEY=VALUE, passed to diffir.
@@ -50,7 +50,7 @@ python3 -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_a
 BUNDLE=/tmp/realsr_x4-random
 if [ "${STUDY:-0}" = 1 ]; then
     # STUDY_ARGS: e.g. --skip-micro (the per-op table) or --grouped 8 16 (grouped-depthwise variants)
-    timeout "${STUDY_TIMEOUT:-300}" python3 scripts/gpu_study.py --json "$OUT/gpu_study.json" --trace-dir "$OUT" \
+    timeout "${STUDY_TIMEOUT:-300}" python3 scripts/studies/gpu_study.py --json "$OUT/gpu_study.json" --trace-dir "$OUT" \
         ${STUDY_ARGS:-} 2>&1 | grep -v 'No registered plugin EP' | tee "$OUT/gpu_study.log"
 fi
 timeout "${CHECK_TIMEOUT:-420}" python3 scripts/gpu_check.py --bundle $BUNDLE --binary "$BIN" --logs "$OUT/logs" \

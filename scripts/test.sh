@@ -53,8 +53,23 @@ else
 fi
 cargo test --locked --doc
 
-echo "== rust: the library without the command line, its docs, and the examples"
-cargo check --locked --lib --no-default-features
+echo "== rust: the library without features and with each feature alone, its docs, and the examples"
+# A library user who turns the default features off gets no command line, server or gRPC stack (prost stays:
+# tract reads ONNX files through it).
+FEATURELESS="$(cargo tree --locked --no-default-features -e normal --prefix none --format '{p}' | cut -d' ' -f1 | sort -u)"
+for crate in clap indicatif axum hyper tokio prometheus tonic; do
+  if grep -qx "$crate" <<<"$FEATURELESS"; then
+    echo "error: the library without default features depends on $crate (cargo tree --no-default-features -e normal -i $crate)" >&2
+    exit 1
+  fi
+done
+# The unit tests without features; with each feature alone, the library and its unit tests are built (each
+# feature set recompiles most dependencies, so they are type-checked rather than run again: the default build
+# above runs them all).
+cargo test --locked --lib --no-default-features
+for feature in cli serve triton; do
+  cargo check --locked --lib --tests --no-default-features --features "$feature"
+done
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 EXAMPLES_OUT="$(mktemp -d)"
 trap 'rm -rf "$EXAMPLES_OUT"' EXIT

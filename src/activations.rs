@@ -97,7 +97,7 @@ pub fn bytes_per_pixel(bundle: &Bundle, precision: Precision) -> Result<f64> {
         return Ok(v);
     }
     let m = bundle.spec.size_multiple.max(1);
-    let t = 64usize.div_ceil(m) * m;
+    let t = crate::tiling::round_up(64, m);
     let v = backbone(bundle, 1, (t, t), precision)?.bytes as f64 / (t * t) as f64;
     CACHE
         .lock()

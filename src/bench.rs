@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use crate::bundle::Task;
 use crate::error::Result;
-use crate::pipeline::{Pipeline, Tiling, Timings};
+use crate::pipeline::{Control, Pipeline, Timings};
 use crate::preprocess::{Image, Mask};
 use crate::sampler;
+use crate::tiling::Tiling;
 
 /// Timings of every measured run (the warm-up excluded).
 #[derive(Debug, Clone)]
@@ -73,7 +74,12 @@ pub fn bench(pipeline: &Pipeline, height: usize, width: usize, runs: usize, tili
             .collect(),
     });
     let noise = sampler::seeded_noise(0, pipeline.bundle().ipr_dim());
-    let warm = pipeline.restore(&image, mask.as_ref(), &noise, tiling)?;
+    let control = Control {
+        noise: Some(&noise),
+        tiling: Some(*tiling),
+        ..Control::default()
+    };
+    let warm = pipeline.restore_image_with(&image, mask.as_ref(), &control)?;
     let mut report = BenchReport {
         runs: vec![],
         tiles: warm.tiles,
@@ -81,7 +87,7 @@ pub fn bench(pipeline: &Pipeline, height: usize, width: usize, runs: usize, tili
     for _ in 0..runs.max(1) {
         report
             .runs
-            .push(pipeline.restore(&image, mask.as_ref(), &noise, tiling)?.timings);
+            .push(pipeline.restore_image_with(&image, mask.as_ref(), &control)?.timings);
     }
     Ok(report)
 }

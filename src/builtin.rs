@@ -36,12 +36,4 @@ impl Bundle {
                 .ok_or_else(|| Error::bundle(&origin, format!("the built-in model has no file '{file}'")))
         })
     }
-
-    /// The bundle in `dir`, or the built-in model when `dir` is None.
-    pub fn load_or_builtin(dir: Option<&std::path::Path>) -> Result<Bundle> {
-        match dir {
-            Some(d) => Bundle::load(d),
-            None => Bundle::builtin(),
-        }
-    }
 }

@@ -87,6 +87,19 @@ pub enum Error {
         /// What happened.
         msg: String,
     },
+    /// Options that cannot be used together, or with this model or backend: nothing was run. Not a model
+    /// error (a batch never gets this far).
+    #[error("{0}")]
+    Usage(String),
+    /// The server could not listen on its address (or start the runtime that listens).
+    #[error("{what}: {source}")]
+    Listen {
+        /// What could not be done, with the address.
+        what: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The output exists and --overwrite was not given.
     #[error("{}: already exists (use --overwrite to replace it)", escaped(path))]
     Exists {
@@ -134,7 +147,8 @@ impl Error {
         }
     }
 
-    /// Errors about the model or the backend (exit code 2) rather than about one input (exit code 1).
+    /// Errors about the model or the backend, which stop a batch (exit code 2), rather than about one input
+    /// (exit code 1, the batch goes on). Usage and listening errors come before any input: not model errors.
     pub fn is_model_error(&self) -> bool {
         matches!(self, Error::Bundle { .. } | Error::Graph { .. } | Error::Backend(_))
     }
@@ -213,5 +227,22 @@ mod tests {
                 Error::Graph { .. }
             ));
         }
+    }
+
+    /// What stops a batch is decided by the variant: model and backend errors do; usage and listening
+    /// errors are not model errors, and neither is one input's.
+    #[test]
+    fn model_errors_are_the_model_and_backend_variants() {
+        assert!(Error::bundle("b", "bad").is_model_error());
+        assert!(Error::graph(GraphKind::Cpen, "bad").is_model_error());
+        assert!(Error::Backend("no provider".into()).is_model_error());
+        assert!(!Error::Usage("--tile-batch 0".into()).is_model_error());
+        let listen = Error::Listen {
+            what: "cannot listen on 127.0.0.1:1".into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert!(!listen.is_model_error());
+        assert!(!Error::input("a.png", "truncated").is_model_error());
+        assert!(!Error::Exists { path: "a.png".into() }.is_model_error());
     }
 }

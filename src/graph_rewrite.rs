@@ -10,33 +10,7 @@
 use prost::Message;
 use tract_onnx::pb::{self, AttributeProto, NodeProto, TensorProto};
 
-const INT64: i32 = 7;
-const ATTR_INT: i32 = 2;
-const ATTR_INTS: i32 = 7;
-
-fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
-fn node(op: &str, name: String, inputs: Vec<String>, output: String, attribute: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        input: inputs,
-        output: vec![output],
-        name,
-        op_type: op.into(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-/// The default-domain opset the model imports.
-fn opset(model: &pb::ModelProto) -> i64 {
-    model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(1, |o| o.version)
-}
+use crate::onnx_proto::{attr, float_values, node, opset, ATTR_INT, ATTR_INTS, INT64};
 
 /// Rewrite every `ReduceL2` of the main graph as `Sqrt(ReduceSum(Mul(x, x)))`, keeping its axes and keepdims.
 /// Returns the new model bytes, or None when the graph has no `ReduceL2`.
@@ -101,24 +75,6 @@ pub fn reduce_l2_as_sum_of_squares(onnx: &[u8]) -> Result<Option<Vec<u8>>, Strin
     graph.initializer.extend(initializers);
     Ok(Some(model.encode_to_vec()))
 }
-
-/// The float32 values of an initializer (`float_data`, or little-endian `raw_data`).
-fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
-    const FLOAT: i32 = 1;
-    if t.data_type != FLOAT {
-        return None;
-    }
-    if !t.float_data.is_empty() {
-        return Some(t.float_data.clone());
-    }
-    t.raw_data.len().is_multiple_of(4).then(|| {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    })
-}
-
 /// Whether a `Conv` node's attributes leave it a plain 1×1 convolution (stride 1, no padding, one group).
 fn plain_pointwise(n: &NodeProto) -> bool {
     n.attribute.iter().all(|a| match a.name.as_str() {
@@ -149,7 +105,8 @@ pub fn channel_means_as_reduce_mean(onnx: &[u8]) -> Result<Option<Vec<u8>>, Stri
                 [1, c, 1, 1] if *c > 0 => *c as f32,
                 _ => return false,
             };
-            float_values(t).is_some_and(|v| v.len() == c as usize && v.iter().all(|&w| (w * c - 1.0).abs() <= 1e-6))
+            float_values(t)
+                .is_some_and(|(_, v)| v.len() == c as usize && v.iter().all(|&w| (w * c - 1.0).abs() <= 1e-6))
         })
         .map(|t| t.name.clone())
         .collect();

@@ -5,7 +5,7 @@
 //! prior) and the backbone (image + prior → restored image), optionally also in float16. The runtime runs
 //! CPEN once per image, the reverse diffusion loop itself, then the backbone tile by tile, on onnxruntime
 //! or on pure-Rust tract; or, to scale out, the prior and the backbone on a Triton Inference Server
-//! ([`write_triton_repo`] writes the model repository, [`Pipeline::start_triton`] is the client).
+//! ([`write_triton_repo`] writes the model repository, [`Pipeline::open`] with [`RestoreOptions::triton`] is the client).
 //!
 //! ```no_run
 //! use diffir::{Bundle, Pipeline, RestoreOptions};
@@ -23,18 +23,129 @@
 
 #![warn(missing_docs)]
 
+mod activations;
+mod backend;
+mod bench;
+mod builtin;
+mod bundle;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
-#[doc(hidden)]
-pub mod internal;
+mod digest;
+mod error;
+mod gpus;
+mod graph_kind;
+mod graph_rewrite;
+mod icc;
+mod image_io;
+mod interrupt;
+mod memory;
+mod models;
+mod names;
+mod onnx_proto;
+mod options;
+mod pipeline;
+mod plan;
+mod preprocess;
+mod sampler;
+mod schedule;
+#[cfg(feature = "serve")]
+mod serve;
+mod signature;
+mod start;
+mod tiling;
+mod triton;
 
-// The crate's own paths (crate::backend, ...) stay short; some are used by the command line only.
-#[allow(unused_imports)]
-use internal::{
-    activations, backend, bench, builtin, bundle, error, gpus, graph_kind, graph_rewrite, icc, image_io, interrupt,
-    models, names, options, pipeline, plan, preprocess, sampler, schedule, serve, tiling, triton,
-};
+/// The modules the public API is built from, reachable for the crate's own tests, benches, fuzz targets and
+/// command line. **Not a stable API**: use the items the crate root re-exports.
+#[doc(hidden)]
+pub mod internal {
+    pub mod activations {
+        pub use crate::activations::*;
+    }
+    pub mod backend {
+        pub use crate::backend::*;
+    }
+    pub mod bench {
+        pub use crate::bench::*;
+    }
+    pub mod builtin {
+        pub use crate::builtin::*;
+    }
+    pub mod bundle {
+        pub use crate::bundle::*;
+    }
+    pub mod digest {
+        pub use crate::digest::*;
+    }
+    pub mod error {
+        pub use crate::error::*;
+    }
+    pub mod gpus {
+        pub use crate::gpus::*;
+    }
+    pub mod graph_kind {
+        pub use crate::graph_kind::*;
+    }
+    pub mod graph_rewrite {
+        pub use crate::graph_rewrite::*;
+    }
+    pub mod icc {
+        pub use crate::icc::*;
+    }
+    pub mod image_io {
+        pub use crate::image_io::*;
+    }
+    pub mod interrupt {
+        pub use crate::interrupt::*;
+    }
+    pub mod memory {
+        pub use crate::memory::*;
+    }
+    pub mod models {
+        pub use crate::models::*;
+    }
+    pub mod names {
+        pub use crate::names::*;
+    }
+    pub mod onnx_proto {
+        pub use crate::onnx_proto::*;
+    }
+    pub mod options {
+        pub use crate::options::*;
+    }
+    pub mod pipeline {
+        pub use crate::pipeline::*;
+    }
+    pub mod plan {
+        pub use crate::plan::*;
+    }
+    pub mod preprocess {
+        pub use crate::preprocess::*;
+    }
+    pub mod sampler {
+        pub use crate::sampler::*;
+    }
+    pub mod schedule {
+        pub use crate::schedule::*;
+    }
+    #[cfg(feature = "serve")]
+    pub mod serve {
+        pub use crate::serve::*;
+    }
+    pub mod signature {
+        pub use crate::signature::*;
+    }
+    pub mod start {
+        pub use crate::start::*;
+    }
+    pub mod tiling {
+        pub use crate::tiling::*;
+    }
+    pub mod triton {
+        pub use crate::triton::*;
+    }
+}
 
 pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
 pub use bundle::{Bundle, GraphKind, Precision, Task};
@@ -44,9 +155,11 @@ pub use image_io::{
     Picture, WriteOptions,
 };
 pub use options::{Noise, RestoreOptions};
-pub use pipeline::{Control, Finish, Pipeline, Progress, Restored, RestoredPicture, Tiling, Timings};
-pub use plan::{Plan, PlanRequest, TileRequest};
+pub use pipeline::{Control, Finish, Pipeline, Progress, Restored, RestoredPicture, Timings};
+pub use plan::{Budget, Plan, PlanNote, PlanRequest, TileRequest, Words};
 pub use preprocess::{Image, Mask, Quantize};
+pub use start::{RunsOn, StartReport};
+pub use tiling::Tiling;
 pub use triton::{InstanceKind, RepoOptions, TritonOptions};
 
 /// Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP) from memory, with the same 16-bit, alpha, grayscale,

@@ -89,7 +89,7 @@ impl Default for RestoreOptions {
             workers: None,
             precision: Precision::Fp32,
             tile: TileRequest::Auto,
-            tile_overlap: crate::pipeline::DEFAULT_TILE_OVERLAP,
+            tile_overlap: crate::tiling::DEFAULT_TILE_OVERLAP,
             tile_batch: None,
             max_memory: None,
             noise: Noise::default(),

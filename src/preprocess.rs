@@ -3,8 +3,15 @@
 
 use crate::bundle::Padding;
 
-/// An RGB image in [0, 1], row-major H×W×3 float32.
+/// An RGB image in [0, 1], row-major H×W×3 float32. Built with [`Image::new`] (or read or decoded), which
+/// checks the buffer against the size; the fields are public to read, but a value cannot be written out
+/// field by field:
+///
+/// ```compile_fail
+/// let bad = diffir::Image { height: 2, width: 2, data: vec![0.0; 3] };
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Image {
     /// Rows.
     pub height: usize,
@@ -47,8 +54,14 @@ impl Image {
     }
 }
 
-/// A binary inpainting mask, H×W, 1 = hole.
+/// A binary inpainting mask, H×W, 1 = hole. Built with [`Mask::new`] (or read or decoded), which checks the
+/// buffer against the size; the fields are public to read, not to build with:
+///
+/// ```compile_fail
+/// let bad = diffir::Mask { height: 2, width: 2, data: vec![1.0] };
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Mask {
     /// Rows.
     pub height: usize,

@@ -107,6 +107,7 @@ mod tests {
 
     /// The digits are the spec's printout of the float32 buffers.
     #[test]
+    // The literals are the spec's printout, digit for digit, so that they can be compared with it.
     #[allow(clippy::excessive_precision)]
     fn float32_coefficients_match_the_stored_buffers() {
         let s = Schedule::new(4, 0.1, 0.99);

@@ -8,6 +8,48 @@
 //!   field around a core region; the cores partition the image, so summing core features gives the exact
 //!   global average pool.
 
+/// `v` rounded up to a multiple of `multiple` (tiles and sizes to the model's size multiple).
+pub fn round_up(v: usize, multiple: usize) -> usize {
+    v.div_ceil(multiple) * multiple
+}
+
+/// Default backbone tile, in input (LR) pixels.
+pub const DEFAULT_TILE: usize = 128;
+/// Default overlap between backbone tiles, in input pixels.
+pub const DEFAULT_TILE_OVERLAP: usize = 16;
+
+/// How an image is split for the backbone (and CPEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// Tile size in input pixels, rounded up to the model's size multiple; 0 = the whole image at once.
+    /// CPEN is evaluated in windows of this core size plus its halo (exact either way).
+    pub tile: usize,
+    /// Overlap between neighbouring backbone tiles (input pixels), feathered with raised-cosine weights.
+    pub overlap: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Tiling {
+            tile: DEFAULT_TILE,
+            overlap: DEFAULT_TILE_OVERLAP,
+        }
+    }
+}
+
+impl Tiling {
+    /// The whole image in one piece.
+    pub const WHOLE: Tiling = Tiling { tile: 0, overlap: 0 };
+
+    /// The backbone's input shape for images larger than one tile (for fixed-shape engines).
+    pub fn tile_shape(&self, multiple: usize) -> Option<(usize, usize)> {
+        (self.tile > 0).then(|| {
+            let t = round_up(self.tile, multiple);
+            (t, t)
+        })
+    }
+}
+
 /// Starts of fixed-size tiles along one axis of `len` pixels: steps of `tile − overlap` from 0, the last one
 /// shifted inward to end at `len`. `tile` is clamped to `len`. All values are multiples of `multiple` when
 /// `len`, `tile` and `overlap` are.
@@ -55,8 +97,8 @@ impl TilePlan {
         {
             return Err(format!("{height}x{width} is not a non-empty multiple of {multiple}"));
         }
-        let tile = tile.max(1).div_ceil(multiple) * multiple;
-        let overlap = (overlap.div_ceil(multiple) * multiple).min(tile / 2 / multiple * multiple);
+        let tile = round_up(tile.max(1), multiple);
+        let overlap = round_up(overlap, multiple).min(tile / 2 / multiple * multiple);
         let (tile_h, ys) = axis_starts(height, tile, overlap);
         let (tile_w, xs) = axis_starts(width, tile, overlap);
         Ok(TilePlan {

@@ -8,7 +8,7 @@ prime) is zero-padded up to a multiple of k: the padded channels are exactly zer
 depthwise conv and GELU(x1)·x2, and project_out ignores them (zero columns), so the output is unchanged up to
 float32 summation order. Measured on an H200 (BENCHMARKS.md), onnxruntime's depthwise kernels were already
 faster than PyTorch's and the grouped forms did not help, so bundles are exported without it;
-scripts/gpu_study.py --grouped times it again.
+scripts/studies/gpu_study.py --grouped times it again.
 """
 
 from __future__ import annotations

@@ -118,11 +118,6 @@ impl Bound {
         })
     }
 
-    /// The shapes the buffers hold.
-    pub fn shapes(&self) -> &[Vec<usize>] {
-        &self.shapes
-    }
-
     /// Run on inputs of exactly the bound shapes.
     pub fn run(&mut self, inputs: &[Input<'_>]) -> Result<Tensor> {
         let graph = self.graph;

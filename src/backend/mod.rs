@@ -5,7 +5,6 @@ use std::str::FromStr;
 
 use crate::bundle::{Bundle, GraphKind, Precision};
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 
 pub mod binding;
 pub mod capture;
@@ -16,7 +15,6 @@ pub mod ort;
 pub mod ort_library;
 pub mod plugin;
 pub mod shared_weights;
-pub mod start;
 pub mod tensorrt;
 pub mod tract;
 
@@ -109,7 +107,7 @@ pub enum BackendKind {
     /// onnxruntime with the WebGPU plugin (GPUs through Vulkan, Metal or D3D12).
     OrtWebgpu,
     /// A Triton Inference Server holding a `diffir triton-repo` repository (needs its address:
-    /// [`crate::Pipeline::start_triton`], `--triton-url`).
+    /// [`crate::RestoreOptions::triton`], `--triton-url`).
     Triton,
 }
 
@@ -177,7 +175,8 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// What one engine is built with: the part of a [`Plan`] for one device, plus provider options.
+/// What one engine is built with: the part of a plan (crate::plan::Plan) for one device, plus provider
+/// options.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     /// Threads one graph run may use (0 = the backend's default).
@@ -209,28 +208,6 @@ pub struct EngineOptions {
     pub own_weights: bool,
 }
 
-impl EngineOptions {
-    /// The options of the engine for `device` under `plan`.
-    pub fn from_plan(plan: &Plan, device: i32, bundle: &Bundle, provider: &ProviderOptions) -> Self {
-        EngineOptions {
-            threads: plan.threads,
-            device,
-            workers: plan.workers_per_device(),
-            precision: plan.precision,
-            tile_shape: crate::pipeline::Tiling {
-                tile: plan.tile,
-                overlap: 0,
-            }
-            .tile_shape(bundle.spec.size_multiple),
-            tile_batch: plan.tile_batch.max(1),
-            cuda_options: provider.cuda.clone(),
-            ep_options: provider.ep.clone(),
-            bind_io: !plan.devices.is_empty(),
-            own_weights: false,
-        }
-    }
-}
-
 /// Provider settings that are not part of a plan: CUDA options, plugin options and the plugin's library.
 #[derive(Debug, Clone, Default)]
 pub struct ProviderOptions {
@@ -245,8 +222,6 @@ pub struct ProviderOptions {
     /// runs on the CPU when the CUDA provider cannot start, with a warning where a GPU is there).
     pub require_gpu: bool,
 }
-
-pub use start::{start, start_fitting, RunsOn, Started};
 
 /// Start `kind` with exactly these engine options (no plan): the building block for tests and benches that
 /// compare backends at equal settings. Returns the engine and its description.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::tensorrt::hex;
+use crate::digest::{hex, sha256_hex};
 
 /// What an optimised graph depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl OptimisedKey {
     /// The key of `graph` optimised for `shape` on this machine's CPU by onnxruntime `version`.
     pub fn new(graph: &[u8], shape: Option<(usize, usize, usize)>, onnxruntime: &str) -> Self {
         OptimisedKey {
-            graph_sha256: hex(&Sha256::digest(graph)),
+            graph_sha256: sha256_hex(graph),
             shape: shape.map_or_else(|| "any".into(), |(n, h, w)| format!("{n}x{h}x{w}")),
             cpu: cpu_identity(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()),
             onnxruntime: onnxruntime.into(),

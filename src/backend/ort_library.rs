@@ -45,11 +45,13 @@ pub fn install_dir() -> PathBuf {
 }
 
 /// The loaded library and its environment.
-pub(crate) struct Runtime {
-    pub(crate) env: Environment,
-    pub(crate) path: PathBuf,
+pub struct Runtime {
+    /// The onnxruntime environment every session is built in.
+    pub env: Environment,
+    /// The library file.
+    pub path: PathBuf,
     /// The version the loaded library reports.
-    pub(crate) version: String,
+    pub version: String,
 }
 
 /// The version the library at `path` reports (`OrtGetApiBase()->GetVersionString()`). The library is
@@ -91,7 +93,7 @@ pub fn library_version() -> Option<(String, Option<String>)> {
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
 /// Load the library once per process; later calls return the same outcome.
-pub(crate) fn runtime() -> Result<&'static Runtime> {
+pub fn runtime() -> Result<&'static Runtime> {
     let r = RUNTIME.get_or_init(|| {
         // onnxruntime's Linux telemetry keeps a device id and an event database under
         // ~/.cache/Microsoft unless this is set (with_telemetry(false) below does not stop that).

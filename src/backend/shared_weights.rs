@@ -17,8 +17,7 @@ use ort::value::{DynValue, Tensor as OrtTensor};
 use prost::Message;
 use tract_onnx::pb;
 
-const FLOAT: i32 = 1;
-const EXTERNAL: i32 = 1;
+use crate::onnx_proto::float_values;
 
 /// Weights smaller than this many values stay in each session's model: shape constants and scalars that the
 /// optimiser folds, where sharing saves nothing.
@@ -65,29 +64,4 @@ impl SharedWeights {
             cached: None,
         })
     }
-}
-
-/// The shape and float32 values of an initializer stored in the model; None for other types, external data,
-/// or a payload that does not match its shape.
-pub fn float_values(t: &pb::TensorProto) -> Option<(Vec<usize>, Vec<f32>)> {
-    if t.data_type != FLOAT || t.data_location == Some(EXTERNAL) {
-        return None;
-    }
-    let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = if !t.raw_data.is_empty() {
-        if t.raw_data.len() != n * 4 {
-            return None;
-        }
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    } else {
-        if t.float_data.len() != n {
-            return None;
-        }
-        t.float_data.clone()
-    };
-    Some((shape, data))
 }

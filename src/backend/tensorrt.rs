@@ -4,10 +4,11 @@
 //! folder name hashes all of them, so a change in any of them builds a fresh engine instead of loading a
 //! wrong one.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+use crate::digest::{hex, sha256_hex};
 
 /// Everything an engine depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +31,7 @@ impl CacheKey {
     /// The key of one engine: the graph's bytes, the profile, precision, GPU and library versions.
     pub fn new(graph: &[u8], profile: &str, fp16: bool, gpu: &str, tensorrt: &str, onnxruntime: &str) -> Self {
         CacheKey {
-            graph_sha256: hex(&Sha256::digest(graph)),
+            graph_sha256: sha256_hex(graph),
             profile: profile.into(),
             precision: if fp16 { "fp16" } else { "fp32" }.into(),
             gpu: gpu.into(),
@@ -60,13 +61,6 @@ impl CacheKey {
     pub fn dir(&self, root: &Path) -> PathBuf {
         root.join("tensorrt").join(self.folder_name())
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// The cache root: `$DIFFIR_CACHE_DIR`, else `$XDG_CACHE_HOME/diffir`, else `~/.cache/diffir`.

@@ -42,8 +42,11 @@ impl ApiError {
     pub fn from_error(e: &Error) -> Self {
         let status = match e {
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Input { .. } | Error::Shape(_) | Error::Mask(_) => StatusCode::BAD_REQUEST,
+            Error::Input { .. } | Error::Shape(_) | Error::Mask(_) | Error::Usage(_) => StatusCode::BAD_REQUEST,
             Error::Cancelled => StatusCode::GATEWAY_TIMEOUT,
+            // Memory ran out even after the retries with smaller tiles: the server is busy, not broken.
+            Error::OutOfMemory { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Exists { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -147,4 +150,29 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph_kind::GraphKind;
+
+    /// Each kind of failure gets its own status, decided by the variant alone.
+    #[test]
+    fn statuses_come_from_the_error_variants() {
+        let status = |e: Error| ApiError::from_error(&e).status;
+        let oom = Error::OutOfMemory {
+            graph: GraphKind::Backbone,
+            msg: "CUDA failure 2: out of memory".into(),
+        };
+        assert_eq!(status(oom), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(Error::Exists { path: "out.png".into() }), StatusCode::CONFLICT);
+        assert_eq!(status(Error::Usage("tile 7".into())), StatusCode::BAD_REQUEST);
+        assert_eq!(status(Error::input("request", "not an image")), StatusCode::BAD_REQUEST);
+        assert_eq!(status(Error::Cancelled), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            status(Error::Backend("no provider".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 }

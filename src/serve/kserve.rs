@@ -42,9 +42,7 @@ pub struct InferRequest {
     #[serde(default)]
     pub parameters: Option<InferParameters>,
     pub inputs: Vec<RequestInput>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub outputs: Option<Vec<serde_json::Value>>,
+    // `outputs` (which outputs to return) is not read: there is one output, and serde skips the field.
 }
 
 /// Request-level parameters: the same options as the v1 query string.

@@ -27,8 +27,9 @@ use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::image_io::{self, OutputFormat, WriteOptions};
-use crate::pipeline::{Control, Finish, Pipeline, Tiling};
+use crate::pipeline::{Control, Finish, Pipeline};
 use crate::sampler;
+use crate::tiling::Tiling;
 
 use body::ApiError;
 pub use conn::ConnLimits;
@@ -92,7 +93,10 @@ pub fn run(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Backend(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|source| Error::Listen {
+            what: "cannot start the async runtime".into(),
+            source,
+        })?;
     let r = runtime.block_on(serve(models, opts));
     // Restores still running after the drain deadline were told to stop; do not wait for them.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -102,10 +106,14 @@ pub fn run(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
 async fn serve(models: Vec<ServedModel>, opts: ServeOptions) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
-        .map_err(|e| Error::Backend(format!("cannot listen on {}: {e}", opts.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Backend(format!("listening socket: {e}")))?;
+        .map_err(|source| Error::Listen {
+            what: format!("cannot listen on {}", opts.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        what: format!("listening socket on {}", opts.listen),
+        source,
+    })?;
     let state = Arc::new(AppState {
         models: models.into_iter().map(|m| (m.name.clone(), Arc::new(m))).collect(),
         permits: Arc::new(Semaphore::new(opts.max_concurrency.max(1))),
@@ -236,8 +244,8 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
                 "name": m.name,
                 "task": b.task().as_str(),
                 "scale": b.scale(),
-                "backend": m.pipeline.backend_summary(),
-                "runs_on": m.pipeline.runs_on(),
+                "backend": m.pipeline.backend().summary(crate::plan::Words::Flags),
+                "runs_on": m.pipeline.backend().runs_on.to_string(),
                 "plan": m.pipeline.plan().to_string(),
                 "precisions": b.precisions().iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             })
@@ -323,8 +331,11 @@ pub(crate) async fn restore_request(
     query: RestoreQuery,
 ) -> std::result::Result<Encoded, ApiError> {
     let start = Instant::now();
-    let format = query.format.as_deref().map(parse_format).transpose()?;
-    let tile = tiles::request_tile(&model, query.tile)?;
+    let checked = Checked {
+        seed: query.seed.unwrap_or(0),
+        tile: tiles::request_tile(&model, query.tile)?,
+        format: query.format.as_deref().map(parse_format).transpose()?,
+    };
     let deadline = start + state.opts.request_timeout;
     // Bounded queue: requests beyond the workers wait, up to `queue` of them.
     let queued = state.waiting.fetch_add(1, Ordering::SeqCst);
@@ -357,7 +368,7 @@ pub(crate) async fn restore_request(
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             state.metrics.in_flight.inc();
-            let r = restore_blocking(&state, &model, &image, mask.as_deref(), &query, tile, format, &cancel);
+            let r = restore_blocking(&state, &model, &image, mask.as_deref(), &checked, &cancel);
             state.metrics.in_flight.dec();
             r
         })
@@ -397,18 +408,27 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// A request's options, checked before it waits for a worker.
+#[derive(Clone, Copy)]
+struct Checked {
+    /// The seed of the prior's initial noise.
+    seed: u64,
+    /// The backbone tile (one of the served tiles; 0 = whole).
+    tile: usize,
+    /// The output format; None: the input's.
+    format: Option<OutputFormat>,
+}
+
 /// Decode, restore and encode, exactly as `diffir restore` does for a file.
-#[allow(clippy::too_many_arguments)]
 fn restore_blocking(
     state: &AppState,
     model: &ServedModel,
     image: &[u8],
     mask: Option<&[u8]>,
-    query: &RestoreQuery,
-    tile: usize,
-    format: Option<OutputFormat>,
+    checked: &Checked,
     cancel: &AtomicBool,
 ) -> Result<Encoded> {
+    let Checked { seed, tile, format } = *checked;
     let p = &model.pipeline;
     let (picture, input_format) = image_io::decode_picture(image, Path::new("image"), state.opts.max_pixels)?;
     let mask = mask
@@ -425,7 +445,7 @@ fn restore_blocking(
         .map_err(|msg| Error::input("request", msg))?;
     let format = format.unwrap_or(input_format);
     format.check_can_hold(Path::new("output"), picture.alpha.is_some())?;
-    let noise = sampler::seeded_noise(query.seed.unwrap_or(0), p.bundle().ipr_dim());
+    let noise = sampler::seeded_noise(seed, p.bundle().ipr_dim());
     tiles::check_memory(state, model, tile, (picture.rgb.height, picture.rgb.width))?;
     let tiling = Tiling {
         tile,
@@ -434,8 +454,10 @@ fn restore_blocking(
     let control = Control {
         cancel: Some(cancel),
         progress: None,
+        noise: Some(&noise),
+        tiling: Some(tiling),
     };
-    let done = p.restore_picture(&picture, mask.as_ref(), &noise, &tiling, Finish::default(), &control)?;
+    let done = p.restore_picture(&picture, mask.as_ref(), Finish::default(), &control)?;
     state
         .metrics
         .pixels
@@ -465,7 +487,12 @@ fn restore_blocking(
         ("x-diffir-tiles", done.restored.tiles.to_string()),
         (
             "x-diffir-backend",
-            p.backend_summary().lines().next().unwrap_or_default().to_string(),
+            p.backend()
+                .summary(crate::plan::Words::Flags)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         ),
     ];
     if !picture.notes.is_empty() {

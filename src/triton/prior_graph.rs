@@ -12,11 +12,7 @@ use tract_onnx::pb::{self, tensor_shape_proto, type_proto, NodeProto, TensorProt
 
 use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
-
-const FLOAT: i32 = 1;
-const INT64: i32 = 7;
-const DOUBLE: i32 = 11;
-const ATTR_INT: i32 = 2;
+use crate::onnx_proto::{int_attr, node, DOUBLE, FLOAT, INT64};
 
 /// The prior graph's input and output names.
 pub const IMAGE: &str = "image";
@@ -54,26 +50,8 @@ fn value_info(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoPro
         ..Default::default()
     }
 }
-
-fn node(op: &str, name: String, input: Vec<String>, output: String) -> NodeProto {
-    NodeProto {
-        input,
-        output: vec![output],
-        name,
-        op_type: op.into(),
-        ..Default::default()
-    }
-}
-
 fn cast(name: String, input: String, to: i32) -> NodeProto {
-    let mut n = node("Cast", name.clone(), vec![input], name);
-    n.attribute.push(pb::AttributeProto {
-        name: "to".into(),
-        r#type: ATTR_INT,
-        i: to as i64,
-        ..Default::default()
-    });
-    n
+    node("Cast", name.clone(), vec![input], name, vec![int_attr("to", to as i64)])
 }
 
 fn scalar_f64(name: String, v: f64) -> TensorProto {
@@ -174,18 +152,21 @@ pub fn build(bundle: &Bundle) -> Result<Vec<u8>> {
             format!("{p}a"),
             vec![c1, format!("{p}x0_f64")],
             format!("{p}a"),
+            vec![],
         ));
         nodes.push(node(
             "Mul",
             format!("{p}b"),
             vec![c2, format!("{p}x_f64")],
             format!("{p}b"),
+            vec![],
         ));
         nodes.push(node(
             "Add",
             format!("{p}sum"),
             vec![format!("{p}a"), format!("{p}b")],
             format!("{p}sum"),
+            vec![],
         ));
         let next = if t == 0 { IPR.to_string() } else { format!("{p}x_next") };
         let mut last = cast(next.clone(), format!("{p}sum"), FLOAT);

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use crate::digest::sha256_hex;
 
 use crate::bundle::{Bundle, GraphKind};
 use crate::error::{Error, Result};
@@ -71,21 +71,13 @@ pub fn model_names(prefix: &str) -> (String, String) {
     (format!("{prefix}_prior"), format!("{prefix}_backbone"))
 }
 
-/// The hex SHA-256 of a graph's bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
     {
-        return Err(Error::Backend(format!(
+        return Err(Error::Usage(format!(
             "model name '{name}': use letters, digits, '_', '-' and '.' only"
         )));
     }
@@ -166,7 +158,7 @@ pub fn prior_config(bundle: &Bundle, name: &str, opts: &RepoOptions) -> String {
 pub fn backbone_config(bundle: &Bundle, name: &str, opts: &RepoOptions) -> String {
     let spec = &bundle.spec;
     let (c, d) = (spec.input_channels as i64, bundle.ipr_dim() as i64);
-    let tile = opts.tile.div_ceil(spec.size_multiple) * spec.size_multiple;
+    let tile = crate::tiling::round_up(opts.tile, spec.size_multiple);
     let g = &spec.graphs.backbone;
     let mut out = format!(
         "# The DiffIR backbone of '{}' over batches of tiles, written by diffir triton-repo.\n\
@@ -203,7 +195,7 @@ pub fn backbone_config(bundle: &Bundle, name: &str, opts: &RepoOptions) -> Strin
 /// Write the repository into `out` (created if needed); returns the model folders written.
 pub fn write(bundle: &Bundle, out: &Path, opts: &RepoOptions) -> Result<Vec<PathBuf>> {
     if opts.max_batch == 0 || opts.instances == 0 || opts.tile == 0 {
-        return Err(Error::Backend(
+        return Err(Error::Usage(
             "--max-batch, --instances and --tile must be at least 1".into(),
         ));
     }

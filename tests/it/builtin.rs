@@ -5,6 +5,7 @@ use diffir::internal::backend::BackendKind;
 use diffir::{Bundle, Pipeline, PlanRequest, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 /// PSNR on BT.601 luma (Y in [16, 235]) of 8-bit RGB, with `shave` border pixels removed.
 fn psnr_y(a: &image::RgbImage, b: &image::RgbImage, shave: u32) -> f64 {

@@ -153,11 +153,7 @@ pub fn load(name: &str) -> diffir::Bundle {
 pub fn mask_for(bundle: &diffir::Bundle, h: usize, w: usize) -> Option<diffir::Mask> {
     (bundle.task() == diffir::Task::Inpaint).then(|| {
         let data = (0..h * w).map(|i| ((i / w) % 7 < 2) as u8 as f32).collect();
-        diffir::Mask {
-            height: h,
-            width: w,
-            data,
-        }
+        diffir::Mask::new(h, w, data).unwrap()
     })
 }
 

@@ -13,6 +13,7 @@ use diffir::internal::backend::{BackendKind, Engine, EngineOptions, Input, Tenso
 use diffir::{Bundle, Error, GraphKind, Pipeline, Plan, PlanRequest, Precision, TileRequest, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 /// A CPU pipeline with `batch` tiles per backbone call.
 fn batched(bundle: &Bundle, kind: BackendKind, batch: usize, workers: usize) -> Pipeline {
@@ -109,7 +110,7 @@ fn plan(workers: usize, tile_batch: usize, tile: usize) -> Plan {
         tile_batch,
         tile,
         precision: Precision::Fp32,
-        note: None,
+        notes: vec![],
     }
 }
 
@@ -320,7 +321,11 @@ fn check_fp16(name: &str) {
             ..Default::default()
         };
         let p = Pipeline::start(bundle.clone(), BackendKind::OrtCpu, &req, &Default::default()).unwrap();
-        assert!(p.backend_line().contains(precision.as_str()), "{}", p.backend_line());
+        assert!(
+            p.backend().line(diffir::Words::Flags).contains(precision.as_str()),
+            "{}",
+            p.backend().line(diffir::Words::Flags)
+        );
         p.restore(&img, mask.as_ref(), &noise, &Tiling::WHOLE).unwrap()
     };
     let (a, b) = (run(Precision::Fp32), run(Precision::Fp16));

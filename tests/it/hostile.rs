@@ -13,6 +13,7 @@ use base64::Engine as _;
 
 use crate::common::*;
 use crate::server::{tract_server, wait_child, Server};
+use diffir::internal::pipeline::Stages;
 
 /// `diffir restore -n sr_x4 --backend tract ARGS`, stderr piped.
 fn spawn_restore(args: &[&str]) -> Child {

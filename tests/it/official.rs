@@ -7,6 +7,7 @@ use std::process::Command;
 use ndarray::{Array2, Array3};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 const FIXTURES: [&str; 5] = ["mini_sr_x4", "mini_sr_x2", "mini_sr_x1", "mini_deblur", "mini_inpaint"];
 

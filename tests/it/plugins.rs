@@ -21,6 +21,7 @@ use diffir::internal::bundle::GraphKind;
 use diffir::{Bundle, Pipeline, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 /// The install folder of scripts/install-onnxruntime.sh.
 fn ort_dir() -> PathBuf {
@@ -92,9 +93,9 @@ fn openvino_matches_cpu(name: &str) {
         r => r.unwrap_or_else(|e| panic!("{name}: ort-openvino did not start on an Intel CPU: {e}")),
     };
     assert!(
-        openvino.backend_line().contains("OpenVINO"),
+        openvino.backend().line(diffir::Words::Flags).contains("OpenVINO"),
         "{}",
-        openvino.backend_line()
+        openvino.backend().line(diffir::Words::Flags)
     );
     let cpu = Pipeline::new(bundle.clone(), BackendKind::OrtCpu, &opts()).unwrap();
     let image = photo(40, 56);

@@ -4,6 +4,7 @@ use diffir::internal::backend::{BackendKind, EngineOptions};
 use diffir::{Bundle, Image, Mask, Pipeline, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 struct Case {
     image: Image,
@@ -18,11 +19,7 @@ fn case(name: &str) -> Case {
     let (h, w) = (img.shape()[0], img.shape()[1]);
     let image = Image::new(h, w, img.iter().copied().collect()).unwrap();
     let mask = if npz.has("mask") {
-        Some(Mask {
-            height: h,
-            width: w,
-            data: npz.f32("mask").iter().copied().collect(),
-        })
+        Some(Mask::new(h, w, npz.f32("mask").iter().copied().collect()).unwrap())
     } else {
         None
     };

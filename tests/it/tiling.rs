@@ -7,6 +7,7 @@ use diffir::internal::backend::{Engine, EngineOptions, Input, Tensor};
 use diffir::{Bundle, GraphKind, Image, Pipeline, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 /// A model whose backbone is pointwise (x4 nearest upsampling of a nonlinear function of each pixel), so
 /// tiles agree exactly with the whole image wherever they overlap.

@@ -17,6 +17,7 @@ use diffir::internal::triton::{InstanceKind, RepoOptions, TritonOptions};
 use diffir::{Pipeline, PlanRequest, TileRequest, Tiling};
 
 use crate::common::*;
+use diffir::internal::pipeline::Stages;
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
@@ -367,14 +368,13 @@ fn check_prior_graph(name: &str) {
         let noise = diffir::internal::sampler::seeded_noise(seed, bundle.ipr_dim());
         let condition = pipeline.condition(&x, &shape).unwrap();
         let local = pipeline.sample(&condition, &noise).unwrap().pop().unwrap();
-        let out = diffir::internal::backend::ort::run_standalone(
+        let (out_shape, remote) = run_standalone(
             &graph,
             &[("image", &shape, &x), ("noise", &[1, noise.len()], &noise)],
             "ipr",
-        )
-        .unwrap();
-        assert_eq!(out.shape, [1, bundle.ipr_dim()], "{name}");
-        let remote = &out.data;
+        );
+        assert_eq!(out_shape, [1, bundle.ipr_dim()], "{name}");
+        let remote = &remote;
         let d = max_abs_diff(&local, remote);
         eprintln!("{name} {h}x{w}: prior graph vs runtime max diff {d:e}");
         assert!(d <= tol::EXACT, "{name} {h}x{w}: prior graph vs runtime max diff {d}");
@@ -707,4 +707,24 @@ fn triton_repo_refuses_to_replace_models_without_overwrite_and_bad_names() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
+}
+
+/// Run a standalone ONNX model (not a bundle graph) once on onnxruntime's CPU provider with one thread;
+/// float32 inputs by name; the named float32 output's shape and values. For checking generated graphs.
+fn run_standalone(onnx: &[u8], inputs: &[(&str, &[usize], &[f32])], output: &str) -> (Vec<usize>, Vec<f32>) {
+    let rt = diffir::internal::backend::ort_library::runtime().unwrap();
+    let mut session = ort::session::Session::builder(&rt.env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_memory(onnx)
+        .unwrap();
+    let mut values: Vec<(&str, ort::value::DynValue)> = vec![];
+    for &(name, shape, data) in inputs {
+        let v = ort::value::Tensor::from_array((shape.to_vec(), data.to_vec())).unwrap();
+        values.push((name, v.into_dyn()));
+    }
+    let outputs = session.run(values).unwrap();
+    let (shape, data) = outputs[output].try_extract_tensor::<f32>().unwrap();
+    (shape.iter().map(|&d| d as usize).collect(), data.to_vec())
 }

@@ -1,13 +1,18 @@
-//! Starting a backend: the provider chosen (and each one skipped, and why), the plan decided for it,
+//! Starting a backend (above the engines: it chooses between them): the provider chosen (and each one skipped, and why), the plan decided for it,
 //! re-planned smaller where the start runs out of memory, and a warning where this machine has a GPU that
 //! the work does not run on.
 
-use std::fmt;
-
-use super::{multi, ort, plugin, tract, BackendKind, Engine, EngineOptions, ProviderOptions};
+use crate::backend::{multi, ort, plugin, tract, BackendKind, Engine, EngineOptions, ProviderOptions};
 use crate::bundle::{Bundle, Precision};
 use crate::error::{Error, Result};
-use crate::plan::{Plan, PlanRequest};
+use crate::plan::{Plan, PlanNote, PlanRequest};
+
+mod report;
+
+#[cfg(feature = "triton")]
+use crate::triton::TritonEngine;
+use crate::triton::TritonOptions;
+pub use report::{RunsOn, StartReport};
 
 /// A started backend: the engine, the plan it runs, and what was chosen and why.
 pub struct Started {
@@ -15,41 +20,8 @@ pub struct Started {
     pub engine: Box<dyn Engine>,
     /// The plan it runs.
     pub plan: Plan,
-    /// Everything: the library's path, each provider skipped and why.
-    pub line: String,
-    /// One short line: the backend, its plan, and in a few words why.
-    pub summary: String,
-    /// What runs.
-    pub runs_on: RunsOn,
-}
-
-/// What runs a pipeline's graphs: the provider that started, which `auto` may have chosen over the one
-/// preferred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunsOn {
-    /// Pure-Rust tract on the CPU.
-    Tract,
-    /// onnxruntime with this execution provider.
-    Onnxruntime(ort::Provider),
-    /// A Triton Inference Server.
-    Triton,
-}
-
-impl RunsOn {
-    /// Whether the work runs on an NVIDIA GPU (CUDA or TensorRT).
-    pub fn on_nvidia_gpu(self) -> bool {
-        matches!(self, RunsOn::Onnxruntime(p) if p.needs_gpu_package())
-    }
-}
-
-impl fmt::Display for RunsOn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RunsOn::Tract => f.write_str("tract"),
-            RunsOn::Onnxruntime(p) => write!(f, "onnxruntime {}", p.name()),
-            RunsOn::Triton => f.write_str("Triton"),
-        }
-    }
+    /// What runs, and why.
+    pub report: StartReport,
 }
 
 /// Start the requested backend with a plan decided for the provider that starts (a GPU gets one engine per
@@ -66,7 +38,7 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
     // nvidia-smi is asked once per start, by whichever step needs it first.
     let devices = std::cell::OnceCell::new();
     let mut started = start_any(kind, bundle, req, provider, &devices, &mut cuda_failed)?;
-    if started.runs_on.on_nvidia_gpu() {
+    if started.report.runs_on.on_nvidia_gpu() {
         return Ok(started);
     }
     let gpu = matches!(kind, BackendKind::Auto | BackendKind::Ort)
@@ -80,18 +52,17 @@ pub fn start(kind: BackendKind, bundle: &Bundle, req: &PlanRequest, provider: &P
             let line = format!(
                 "this machine has an NVIDIA GPU ({}) but runs on {}: CUDA did not start: {why}",
                 devices.name(0),
-                started.runs_on
+                started.report.runs_on
             );
             if provider.require_gpu {
                 return Err(Error::Backend(format!("--require-gpu: {line}")));
             }
-            started.summary += &format!("\nwarning: {line}");
-            started.line += &format!("\nwarning: {line}");
+            started.report.warnings.push(format!("warning: {line}"));
             Ok(started)
         }
         None if provider.require_gpu => Err(Error::Backend(format!(
             "--require-gpu: runs on {}, not on an NVIDIA GPU{}",
-            started.runs_on,
+            started.report.runs_on,
             cuda_failed.map_or(String::new(), |why| format!(" (CUDA did not start: {why})"))
         ))),
         None => Ok(started),
@@ -109,32 +80,27 @@ fn start_any(
 ) -> Result<Started> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let available = crate::plan::available_memory();
-    let tract = |why: String| -> Result<Started> {
+    // `fallback`: why tract runs where it was not asked for by name (None: it was).
+    let tract = |fallback: Option<String>| -> Result<Started> {
         if req.precision != Precision::Fp32 {
-            return Err(Error::Backend(format!(
+            let why = fallback
+                .as_ref()
+                .map_or(" (requested)".to_string(), |r| format!(" ({r})"));
+            return Err(Error::Usage(format!(
                 "tract runs float32 only: --precision {} needs an onnxruntime backend{why}",
                 req.precision
             )));
         }
         let plan = Plan::resolve(false, req, bundle, cores, available, |_| None);
-        let engine = tract::TractEngine::new(bundle, &EngineOptions::from_plan(&plan, 0, bundle, provider))?;
-        let mut line = format!("backend: {} [{plan}]{why}", engine.describe());
-        if let Some(n) = &plan.note {
-            line += &format!(" ({n})");
-        }
-        let mut summary = match kind {
-            BackendKind::Tract => format!("backend: tract [{plan}]"),
-            _ => format!("backend: tract [{plan}] (onnxruntime not found; -v says where it was looked for)"),
+        let engine = tract::TractEngine::new(bundle, &engine_options(&plan, 0, bundle, provider))?;
+        let report = StartReport {
+            fallback,
+            ..StartReport::new(RunsOn::Tract, engine.describe(), plan.clone())
         };
-        if let Some(n) = &plan.note {
-            summary += &format!(" ({n})");
-        }
         Ok(Started {
             engine: Box::new(engine),
             plan,
-            line,
-            summary,
-            runs_on: RunsOn::Tract,
+            report,
         })
     };
     if kind == BackendKind::Triton {
@@ -145,13 +111,13 @@ fn start_any(
         ));
     }
     let Some(providers) = kind.providers() else {
-        return tract(" (requested)".into());
+        return tract(None);
     };
     let gpu_only = providers.iter().all(|p| p.needs_gpu_package());
     if let Err(e) = ort::load(gpu_only) {
         *cuda_failed = Some(format!("{e}; for the GPU, {}", ort::GPU_INSTALL_HINT));
         return match kind {
-            BackendKind::Auto => tract(format!(" (onnxruntime unavailable: {e})")),
+            BackendKind::Auto => tract(Some(format!("onnxruntime unavailable: {e}"))),
             _ => Err(e),
         };
     }
@@ -180,7 +146,7 @@ fn start_any(
                 .copied()
                 .chain(plan.devices.is_empty().then_some(0))
                 .map(|device| {
-                    let opts = EngineOptions::from_plan(plan, device, bundle, provider);
+                    let opts = engine_options(plan, device, bundle, provider);
                     ort::OrtEngine::start(bundle, &opts, p).map(|e| Box::new(e) as Box<dyn Engine>)
                 })
                 .collect::<Result<Vec<_>>>()
@@ -192,38 +158,23 @@ fn start_any(
                 } else {
                     Box::new(multi::MultiDevice::new(engines))
                 };
-                let mut line = format!("backend: {} [{plan}]", engine.describe());
-                if let Some(n) = &plan.note {
-                    line += &format!(" ({n})");
-                }
-                line += &fallback_notes(&notes);
                 let (version, warning) = ort::library_version().unwrap_or_default();
-                let mut summary = format!("backend: onnxruntime {version} {} [{plan}]", p.name());
-                if let Some(n) = plan
-                    .note
-                    .as_ref()
-                    .filter(|n| n.contains("--threads") || n.contains("--workers") || n.contains(REPLANNED))
-                {
-                    summary += &format!(" ({n})");
-                }
-                if !notes.is_empty() {
-                    let skipped: Vec<&str> = providers[..providers.iter().position(|&q| q == p).unwrap_or(0)]
+                let skipped = if notes.is_empty() {
+                    vec![]
+                } else {
+                    providers[..providers.iter().position(|&q| q == p).unwrap_or(0)]
                         .iter()
                         .map(|q| q.name())
-                        .collect();
-                    summary += &format!(" ({} not available here; -v says why)", skipped.join(", "));
-                }
-                if let Some(w) = warning {
-                    summary += &format!("\n{w}");
-                    line += &format!("\n{w}");
-                }
-                return Ok(Started {
-                    engine,
-                    plan,
-                    line,
-                    summary,
-                    runs_on: RunsOn::Onnxruntime(p),
-                });
+                        .collect()
+                };
+                let report = StartReport {
+                    version: Some(version),
+                    skipped,
+                    skipped_why: std::mem::take(&mut notes),
+                    warnings: warning.into_iter().collect(),
+                    ..StartReport::new(RunsOn::Onnxruntime(p), engine.describe(), plan.clone())
+                };
+                return Ok(Started { engine, plan, report });
             }
             Err(e) => {
                 if p == ort::Provider::Cuda {
@@ -234,7 +185,7 @@ fn start_any(
         }
     }
     if kind == BackendKind::Auto {
-        return tract(format!(" (onnxruntime unavailable: {})", notes.join("; ")));
+        return tract(Some(format!("onnxruntime unavailable: {}", notes.join("; "))));
     }
     Err(Error::Backend(format!(
         "onnxruntime could not start: {}",
@@ -242,12 +193,9 @@ fn start_any(
     )))
 }
 
-/// The words a plan note uses for a re-plan at start-up (the summary line keeps such notes).
-const REPLANNED: &str = "re-planned";
-
 /// Start with `plan`; where the start (a GPU engine's warm-up on the planned batch of tiles) runs out of
 /// memory, re-plan with half the batch, then half the tile ([`crate::plan::shrink`]), until it fits.
-/// Returns what started and the plan it runs, whose note says what was re-planned.
+/// Returns what started and the plan it runs, whose notes say what was re-planned.
 pub fn start_fitting<E>(
     mut plan: Plan,
     multiple: usize,
@@ -257,13 +205,7 @@ pub fn start_fitting<E>(
     loop {
         match start(&plan) {
             Ok(started) => {
-                if !notes.is_empty() {
-                    let replans = notes.join("; ");
-                    plan.note = Some(match plan.note.take() {
-                        Some(n) => format!("{n}; {replans}"),
-                        None => replans,
-                    });
-                }
+                plan.notes.append(&mut notes);
                 return Ok((started, plan));
             }
             Err(Error::OutOfMemory { graph, msg }) if plan.tile > 0 => {
@@ -273,10 +215,12 @@ pub fn start_fitting<E>(
                         msg: format!("{msg} (even one tile of {} pixels does not fit)", plan.tile),
                     });
                 };
-                notes.push(format!(
-                    "out of memory starting {} tile(s) of {} per batch; {REPLANNED} to {batch} tile(s) of {tile}",
-                    plan.tile_batch, plan.tile
-                ));
+                notes.push(PlanNote::Replanned {
+                    batch: plan.tile_batch,
+                    tile: plan.tile,
+                    to_batch: batch,
+                    to_tile: tile,
+                });
                 plan.tile_batch = batch;
                 plan.tile = tile;
             }
@@ -285,11 +229,80 @@ pub fn start_fitting<E>(
     }
 }
 
-fn fallback_notes(notes: &[String]) -> String {
-    if notes.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", notes.join("; "))
+/// Connect to the server in `opts` for `bundle` and decide the plan: requests in flight (`workers`,
+/// default 4), tiles per request (default 4, at most the backbone's max_batch_size) and the tile (`auto`:
+/// the one the repository was made for).
+#[cfg(feature = "triton")]
+pub fn start_triton(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result<Started> {
+    use crate::plan::TileRequest;
+    if req.precision != Precision::Fp32 {
+        return Err(Error::Usage(format!(
+            "--precision {} does not apply to the triton backend: the server's models decide the precision \
+             (diffir triton-repo --tensorrt)",
+            req.precision
+        )));
+    }
+    let engine = TritonEngine::connect(bundle, opts)?;
+    let remote = engine.remote().clone();
+    let batch = req.tile_batch.unwrap_or(crate::triton::DEFAULT_TILE_BATCH);
+    if batch > remote.max_batch && req.tile_batch.is_some() {
+        let (_, backbone) = engine.models();
+        return Err(Error::Usage(format!(
+            "--tile-batch {batch} is over the Triton model '{backbone}' max_batch_size {}",
+            remote.max_batch
+        )));
+    }
+    let (tile, note) = match req.tile {
+        TileRequest::Whole => (0, None),
+        TileRequest::Pixels(n) => (n, None),
+        TileRequest::Auto => match remote.tile {
+            Some(t) => (t, Some(PlanNote::RepositoryTile)),
+            None => (crate::tiling::DEFAULT_TILE, None),
+        },
+    };
+    let plan = Plan {
+        devices: vec![],
+        workers: req.workers.unwrap_or(crate::triton::DEFAULT_IN_FLIGHT).max(1),
+        threads: 1,
+        tile_batch: batch.min(remote.max_batch).max(1),
+        tile,
+        precision: Precision::Fp32,
+        notes: note.into_iter().collect(),
+    };
+    let report = StartReport::new(RunsOn::Triton, Engine::describe(&engine), plan.clone());
+    Ok(Started {
+        engine: Box::new(engine),
+        plan,
+        report,
+    })
+}
+
+/// A build without the gRPC client (the `triton` feature) cannot reach a Triton server.
+#[cfg(not(feature = "triton"))]
+pub fn start_triton(_bundle: &Bundle, opts: &TritonOptions, _req: &PlanRequest) -> Result<Started> {
+    Err(Error::Backend(format!(
+        "the triton backend ({}) is not in this build: build diffir with the `triton` feature",
+        opts.url
+    )))
+}
+
+/// The options of the engine for `device` under `plan`.
+fn engine_options(plan: &Plan, device: i32, bundle: &Bundle, provider: &ProviderOptions) -> EngineOptions {
+    EngineOptions {
+        threads: plan.threads,
+        device,
+        workers: plan.workers_per_device(),
+        precision: plan.precision,
+        tile_shape: crate::tiling::Tiling {
+            tile: plan.tile,
+            overlap: 0,
+        }
+        .tile_shape(bundle.spec.size_multiple),
+        tile_batch: plan.tile_batch.max(1),
+        cuda_options: provider.cuda.clone(),
+        ep_options: provider.ep.clone(),
+        bind_io: !plan.devices.is_empty(),
+        own_weights: false,
     }
 }
 
@@ -306,7 +319,7 @@ mod tests {
             tile_batch,
             tile,
             precision: Precision::Fp32,
-            note: None,
+            notes: vec![],
         }
     }
 
@@ -337,13 +350,24 @@ mod tests {
         assert_eq!(started, (1, 256), "{plan:?}");
         assert_eq!(tries.get(), 5);
         assert_eq!((plan.tile_batch, plan.tile), started);
-        let note = plan.note.unwrap();
-        assert_eq!(note.matches(REPLANNED).count(), tries.get() - 1, "{note}");
-        assert!(note.contains("8 tile(s) of 512"), "{note}");
+        let replans = plan
+            .notes
+            .iter()
+            .filter(|n| matches!(n, PlanNote::Replanned { .. }))
+            .count();
+        assert_eq!(replans, tries.get() - 1, "{:?}", plan.notes);
+        assert!(
+            plan.notes[0].to_string().contains("8 tile(s) of 512"),
+            "{:?}",
+            plan.notes
+        );
         // What fits at once is not re-planned.
         let tries = std::cell::Cell::new(0);
         let (_, plan) = start_fitting(gpu_plan(256, 2), 8, fake_start(1 << 20, &tries)).unwrap();
-        assert_eq!((plan.tile_batch, plan.tile, plan.note, tries.get()), (2, 256, None, 1));
+        assert_eq!(
+            (plan.tile_batch, plan.tile, plan.notes, tries.get()),
+            (2, 256, vec![], 1)
+        );
         // Nothing fits: a typed error that says so.
         let tries = std::cell::Cell::new(0);
         match start_fitting(gpu_plan(64, 2), 8, fake_start(0, &tries)) {

@@ -1,7 +1,7 @@
 """Study: a backbone's channel means (ReduceMean over axis 1 of NCHW tensors, two per LayerNorm) as 1×1
 convolutions with weights 1/C, timed against the graph as exported on onnxruntime's CPU provider.
 
-    python scripts/channel_mean_study.py BACKBONE.onnx [--size 128] [--runs 5] [--threads 2]
+    python scripts/studies/channel_mean_study.py BACKBONE.onnx [--size 128] [--runs 5] [--threads 2]
 
 Rewrites the graph with the exporter's own rewrite (diffir_export.graph_opt), checks the outputs agree, then
 times both interleaved (median of --runs). BENCHMARKS.md, "A lead for CPU speed".
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "export"))
 
 from diffir_export import graph_opt  # noqa: E402
 

@@ -32,7 +32,7 @@ import yaml
 from onnx import helper, numpy_helper
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "export"))
 from diffir_export.arch import DiffIRS2
 from diffir_export.arch.dirformer import LayerNormBody
 from diffir_export.config import ModelConfig
@@ -218,7 +218,7 @@ def profile(label: str, fn, runs: int = 3) -> list:
 def main() -> int:
     global DEV, TRACE_DIR
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/realsr_x4.yaml"))
+    p.add_argument("--config", default=str(Path(__file__).resolve().parents[2] / "configs/realsr_x4.yaml"))
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--micro-size", type=int, default=256)

@@ -2,7 +2,7 @@
 the keep-it bar: at least 1.5x faster than float32 on realsr_x4 at LR 128, at least 40 dB PSNR against the
 float32 output on real photos, and at most 0.15 dB PSNR-Y lost on the built-in model's validation photos.
 
-    python scripts/int8_study.py --photos PHOTOS [--builtin onnx/diffir-x4-small] [--speed-bundle DIR]
+    python scripts/studies/int8_study.py --photos PHOTOS [--builtin onnx/diffir-x4-small] [--speed-bundle DIR]
         [--calib 16] [--size 128] [--runs 3] [--threads 2] [--work DIR]
 
 PHOTOS is the shared data script's folder (train.txt, val.txt). Conv and MatMul are quantised, except the
@@ -28,7 +28,7 @@ import onnxruntime as ort
 import yaml
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "export"))
 
 from diffir_export.data import bicubic_down, load_hr, mod_crop, read_list  # noqa: E402

@@ -4,6 +4,11 @@
 use std::fmt;
 
 use crate::bundle::{Bundle, GraphKind, Precision};
+pub use crate::memory::{available_memory, parse_bytes, size};
+
+mod note;
+
+pub use note::{joined, Budget, PlanNote, Words};
 
 /// Tiles per backbone call on the CPU when `--tile-batch` is not given (BENCHMARKS.md, "Batched tiles":
 /// batching does not speed up CPU runs, and one tile per worker keeps memory lowest).
@@ -18,7 +23,7 @@ pub const GPU_MAX_TILE_BATCH: usize = 8;
 /// Share of a device's free memory `--tile auto` plans to use: the rest is for the weights, the CUDA
 /// context and the other sessions of the engine (the fp32 redo, images smaller than one tile).
 pub const GPU_MEMORY_SHARE: f64 = 0.7;
-/// What a GPU backbone call needs beyond its activations ([`crate::activations`]), as a factor on them:
+/// What a GPU backbone call needs beyond its activations (crate::activations), as a factor on them:
 /// cuDNN's convolution workspaces (the fastest algorithms take up to the size of a layer's output) and the
 /// CUDA arena's rounding of large blocks to powers of two. Not yet measured on a GPU; scripts/gpu-check.sh
 /// prints the peak device memory `--tile auto` reached, to set it from.
@@ -32,7 +37,7 @@ pub const CPU_MEMORY_SHARE: f64 = 0.5;
 pub const CPU_SESSION_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
 /// See [`CPU_SESSION_BYTES`].
 pub const CPU_SESSION_WEIGHT_SHARE: f64 = 0.2;
-/// What one CPU backbone run holds beyond its activations ([`crate::activations`]), as a factor on them:
+/// What one CPU backbone run holds beyond its activations (crate::activations), as a factor on them:
 /// glibc's heap keeps the blocks of freed tensors, which later, larger tensors cannot always reuse. A
 /// process held 1.45–2.52x the graph's peak (the built-in model, real-size realsr_x2 and deblur_gopro, tiles
 /// 64–128; tests/it/activations.rs measures the graph's peak itself with that effect removed), so the
@@ -102,8 +107,8 @@ pub struct Plan {
     /// The backbone precision.
     pub precision: Precision,
     /// What the plan decided for the user and why, when it did: the tile it chose, threads or workers
-    /// clamped to the cores.
-    pub note: Option<String>,
+    /// clamped to the cores, a re-plan after running out of memory.
+    pub notes: Vec<PlanNote>,
 }
 
 /// Estimated memory one CPU worker adds at `tile` (input pixels): its sessions (the weights are shared,
@@ -131,73 +136,13 @@ pub fn cpu_fixed_bytes(bundle: &Bundle) -> f64 {
         .sum::<f64>()
 }
 
-/// The memory a CPU plan may use in all, in bytes, and where the figure comes from: `--max-memory`, else
+/// The memory a CPU plan may use in all, and where the figure comes from: `max_memory`, else
 /// [`CPU_MEMORY_SHARE`] of what is available; None where neither is known.
-pub fn cpu_budget(max_memory: Option<u64>, available: Option<u64>) -> Option<(f64, String)> {
+pub fn cpu_budget(max_memory: Option<u64>, available: Option<u64>) -> Option<Budget> {
     match (max_memory, available) {
-        (Some(m), _) => Some((m as f64, format!("--max-memory {}", size(m as f64)))),
-        (None, Some(a)) => Some((
-            a as f64 * CPU_MEMORY_SHARE,
-            format!("{:.0}% of the {} available", CPU_MEMORY_SHARE * 100.0, size(a as f64)),
-        )),
+        (Some(m), _) => Some(Budget::MaxMemory(m)),
+        (None, Some(a)) => Some(Budget::Available(a)),
         (None, None) => None,
-    }
-}
-
-/// Memory available to this process, in bytes: the kernel's MemAvailable, lowered to the room left under a
-/// cgroup v2 limit where there is one. None where neither can be read.
-pub fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let available = meminfo.as_deref().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
-    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
-    let cgroup = match (read("memory.max"), read("memory.current")) {
-        (Some(max), Some(cur)) => match (max.trim().parse::<u64>(), cur.trim().parse::<u64>()) {
-            (Ok(max), Ok(cur)) => Some(max.saturating_sub(cur)),
-            _ => None,
-        },
-        _ => None,
-    };
-    match (available, cgroup) {
-        (Some(a), Some(c)) => Some(a.min(c)),
-        (a, c) => a.or(c),
-    }
-}
-
-/// A byte count as `--max-memory` takes it: a number with an optional unit, K/M/G/T (also KiB… and
-/// KB…, all powers of 1024) or B.
-pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (for example 8G, 512M or 2.5GiB)"))?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        "T" | "TB" | "TIB" => 40,
-        other => return Err(format!("'{s}': unknown unit '{other}' (B, K, M, G or T)")),
-    };
-    let bytes = value * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes < 1.0 {
-        return Err(format!("'{s}' is not a positive size"));
-    }
-    Ok(bytes as u64)
-}
-
-/// A byte count in MiB, or GiB from 1 GiB on.
-pub fn size(bytes: f64) -> String {
-    if bytes >= (1u64 << 30) as f64 {
-        format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
-    } else {
-        format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
     }
 }
 
@@ -216,11 +161,9 @@ impl Plan {
     ) -> Plan {
         let cores = cores.max(1);
         // More threads than cores only oversubscribe them (and, one session per worker, cost memory).
-        let clamped = (req.threads > cores).then(|| {
-            format!(
-                "--threads {} is more than the {cores} cores here; using {cores}",
-                req.threads
-            )
+        let clamped = (req.threads > cores).then_some(PlanNote::ThreadsClamped {
+            asked: req.threads,
+            cores,
         });
         let total_threads = if req.threads == 0 {
             cores
@@ -228,21 +171,22 @@ impl Plan {
             req.threads.min(cores)
         };
         let multiple = bundle.spec.size_multiple;
-        let round = |t: usize| t.div_ceil(multiple).max(1) * multiple;
+        let round = |t: usize| crate::tiling::round_up(t.max(1), multiple);
         if !gpu {
             let tile = match req.tile {
-                TileRequest::Auto => crate::pipeline::DEFAULT_TILE,
+                TileRequest::Auto => crate::tiling::DEFAULT_TILE,
                 TileRequest::Whole => 0,
                 TileRequest::Pixels(n) => n,
             };
             // A whole-image run is one backbone call: give it every thread.
             let asked = req.workers.unwrap_or(if tile == 0 { 1 } else { total_threads });
             let mut workers = asked.clamp(1, total_threads);
-            let mut notes: Vec<String> = match (clamped, asked > workers) {
+            let mut notes: Vec<PlanNote> = match (clamped, asked > workers) {
                 (Some(t), _) => vec![t],
-                (None, true) => vec![format!(
-                    "--workers {asked} is more than the {total_threads} thread(s); using {workers}"
-                )],
+                (None, true) => vec![PlanNote::WorkersClamped {
+                    asked,
+                    threads: total_threads,
+                }],
                 (None, false) => vec![],
             };
             // Each worker holds a tile's activations and its sessions: as many as the memory budget fits.
@@ -251,37 +195,42 @@ impl Plan {
                 (Some(_), true) => match cpu_worker_bytes(bundle, round(tile)) {
                     Ok(per) => Some(per),
                     Err(e) => {
-                        notes.push(format!("no memory budget: {e}"));
+                        notes.push(PlanNote::NoBudget(e.to_string()));
                         None
                     }
                 },
                 _ => None,
             };
-            if let (Some((budget, what)), Some(per)) = (budget, per) {
+            if let (Some(budget), Some(per_worker)) = (budget, per) {
                 let fixed = cpu_fixed_bytes(bundle);
-                let room = ((budget - fixed) / per).floor();
+                let room = ((budget.bytes() - fixed) / per_worker).floor();
                 let fit = room.max(1.0) as usize;
-                let (per, fixed) = (size(per), size(fixed));
                 if room < 1.0 {
-                    notes.push(format!(
-                        "{what} is less than one worker needs (~{per} plus {fixed} shared); using 1 worker"
-                    ));
+                    notes.push(PlanNote::UnderOneWorker {
+                        budget,
+                        per_worker,
+                        fixed,
+                    });
                 } else if fit < workers {
-                    notes.push(format!(
-                        "{what} fits {fit} worker(s) at ~{per} each plus {fixed} shared; using {fit} instead of {workers}"
-                    ));
+                    notes.push(PlanNote::BudgetFits {
+                        budget,
+                        fit,
+                        asked: workers,
+                        per_worker,
+                        fixed,
+                    });
                 }
                 workers = workers.min(fit);
             }
-            let note = (!notes.is_empty()).then(|| notes.join("; "));
             return Plan {
                 devices: vec![],
                 workers,
                 threads: (total_threads / workers).max(1),
                 tile_batch: req.tile_batch.unwrap_or(CPU_TILE_BATCH).max(1),
-                tile,
+                // The tile that runs: rounded up to the model's size multiple, as the GPU plan's is.
+                tile: if tile == 0 { 0 } else { round(tile) },
                 precision: req.precision,
-                note,
+                notes,
             };
         }
         let devices = if req.devices.is_empty() {
@@ -304,9 +253,9 @@ impl Plan {
                     None => (
                         GPU_FALLBACK_TILE,
                         req.tile_batch.unwrap_or(1),
-                        Some(format!(
-                            "tile {GPU_FALLBACK_TILE}: the GPU's free memory is unknown (only nvidia-smi reports it)"
-                        )),
+                        Some(PlanNote::GpuMemoryUnknown {
+                            tile: GPU_FALLBACK_TILE,
+                        }),
                     ),
                     Some(free) => match crate::activations::bytes_per_pixel(bundle, req.precision) {
                         Ok(per_pixel) => {
@@ -315,20 +264,22 @@ impl Plan {
                             (
                                 tile,
                                 batch,
-                                Some(format!(
-                                    "tile {tile} x {batch} per batch: ~{} of the {:.0}% of {} free it plans for \
-                                     ({:.0} B of activations per pixel, x{GPU_WORKSPACE_MARGIN} for workspaces)",
-                                    size(gpu_call_bytes(per_pixel, tile, batch)),
-                                    GPU_MEMORY_SHARE * 100.0,
-                                    size(free as f64),
-                                    per_pixel
-                                )),
+                                Some(PlanNote::GpuTileFits {
+                                    tile,
+                                    batch,
+                                    call_bytes: gpu_call_bytes(per_pixel, tile, batch),
+                                    free,
+                                    per_pixel,
+                                }),
                             )
                         }
                         Err(e) => (
                             GPU_FALLBACK_TILE,
                             req.tile_batch.unwrap_or(1),
-                            Some(format!("tile {GPU_FALLBACK_TILE}: {e}")),
+                            Some(PlanNote::GpuEstimateFailed {
+                                tile: GPU_FALLBACK_TILE,
+                                why: e.to_string(),
+                            }),
                         ),
                     },
                 }
@@ -341,10 +292,7 @@ impl Plan {
             tile_batch: tile_batch.max(1),
             tile: if tile == 0 { 0 } else { round(tile) },
             precision: req.precision,
-            note: match (tile_note, clamped) {
-                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                (a, b) => a.or(b),
-            },
+            notes: tile_note.into_iter().chain(clamped).collect(),
         }
     }
 
@@ -362,7 +310,7 @@ pub fn shrink(batch: usize, tile: usize, multiple: usize) -> Option<(usize, usiz
     if batch > 1 {
         Some((batch / 2, tile))
     } else if tile > multiple {
-        Some((1, (tile / 2).div_ceil(multiple) * multiple))
+        Some((1, crate::tiling::round_up(tile / 2, multiple)))
     } else {
         None
     }
@@ -491,7 +439,13 @@ mod tests {
         };
         let p = Plan::resolve(false, &req, &b, 2, None, |_| None);
         assert_eq!((p.workers, p.threads), (2, 1));
-        assert!(p.note.as_deref().unwrap().contains("--threads 10000"), "{:?}", p.note);
+        assert_eq!(
+            p.notes,
+            [PlanNote::ThreadsClamped {
+                asked: 10_000,
+                cores: 2
+            }]
+        );
         let req = PlanRequest {
             threads: 16,
             workers: Some(16),
@@ -505,10 +459,10 @@ mod tests {
         };
         let p = Plan::resolve(false, &req, &b, 4, None, |_| None);
         assert_eq!(p.workers, 4);
-        assert!(p.note.as_deref().unwrap().contains("--workers 64"), "{:?}", p.note);
+        assert_eq!(p.notes, [PlanNote::WorkersClamped { asked: 64, threads: 4 }]);
         // Within the cores nothing is said.
         let p = Plan::resolve(false, &PlanRequest::default(), &b, 4, None, |_| None);
-        assert_eq!((p.workers, p.threads, p.note), (4, 1, None));
+        assert_eq!((p.workers, p.threads, p.notes), (4, 1, vec![]));
         // GPU plans clamp the threads too.
         let req = PlanRequest {
             threads: 1000,
@@ -516,7 +470,11 @@ mod tests {
         };
         let p = Plan::resolve(true, &req, &b, 8, None, |_| Some(80 << 30));
         assert!(p.threads <= 8);
-        assert!(p.note.as_deref().unwrap().contains("--threads 1000"), "{:?}", p.note);
+        assert!(
+            p.notes.contains(&PlanNote::ThreadsClamped { asked: 1000, cores: 8 }),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -531,16 +489,29 @@ mod tests {
         };
         let p = Plan::resolve(false, &req, &b, 8, None, |_| None);
         assert_eq!((p.workers, p.threads), (3, 2));
-        let note = p.note.unwrap();
         assert!(
-            note.contains("--max-memory") && note.contains("fits 3 worker(s)"),
-            "{note}"
+            matches!(
+                p.notes[..],
+                [PlanNote::BudgetFits {
+                    budget: Budget::MaxMemory(_),
+                    fit: 3,
+                    asked: 8,
+                    ..
+                }]
+            ),
+            "{:?}",
+            p.notes
         );
         // Without --max-memory, half of what is available.
         let avail = (2.0 * (fixed + 2.0 * per + 1.0)) as u64;
         let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(avail), |_| None);
         assert_eq!(p.workers, 2);
-        assert!(p.note.unwrap().contains("50% of the"));
+        assert!(
+            matches!(p.notes[..], [PlanNote::BudgetFits { budget: Budget::Available(a), .. }] if a == avail),
+            "{:?}",
+            p.notes
+        );
+        assert!(p.notes[0].to_string().starts_with("50% of the"));
         // Too little for even one: one worker, said.
         let req = PlanRequest {
             max_memory: Some(1 << 20),
@@ -548,32 +519,16 @@ mod tests {
         };
         let p = Plan::resolve(false, &req, &b, 8, None, |_| None);
         assert_eq!((p.workers, p.threads), (1, 8));
-        assert!(p.note.unwrap().contains("less than one worker needs"));
+        assert!(
+            matches!(p.notes[..], [PlanNote::UnderOneWorker { .. }]),
+            "{:?}",
+            p.notes
+        );
         // Plenty, or unknown: one worker per core, nothing said.
         let p = Plan::resolve(false, &PlanRequest::default(), &b, 8, Some(1 << 40), |_| None);
-        assert_eq!((p.workers, p.note), (8, None));
+        assert_eq!((p.workers, p.notes), (8, vec![]));
         // The estimate grows with the tile's area.
         assert!(cpu_worker_bytes(&b, 256).unwrap() > 3.0 * per - 2.0 * per);
-    }
-
-    #[test]
-    fn byte_sizes_parse() {
-        assert_eq!(parse_bytes("8G").unwrap(), 8 << 30);
-        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("2.5GiB").unwrap(), 5 << 29);
-        assert_eq!(parse_bytes("1000").unwrap(), 1000);
-        assert_eq!(parse_bytes("64 kb").unwrap(), 64 << 10);
-        assert!(parse_bytes("8X").unwrap_err().contains("unit"));
-        assert!(parse_bytes("G").is_err());
-        assert!(parse_bytes("0").is_err());
-    }
-
-    #[test]
-    fn available_memory_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            let a = available_memory().expect("MemAvailable in /proc/meminfo");
-            assert!(a > 16 << 20, "{a}");
-        }
     }
 
     #[test]
@@ -593,7 +548,12 @@ mod tests {
         // Unknown memory: the fallback tile, said in the note.
         let p = Plan::resolve(true, &req, &b, 4, None, |_| None);
         assert_eq!(p.tile, GPU_FALLBACK_TILE);
-        assert!(p.note.unwrap().contains("unknown"));
+        assert_eq!(
+            p.notes,
+            [PlanNote::GpuMemoryUnknown {
+                tile: GPU_FALLBACK_TILE
+            }]
+        );
         // The smallest device decides.
         let two = PlanRequest {
             devices: vec![0, 1],

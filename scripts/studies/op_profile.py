@@ -1,7 +1,7 @@
 """Where onnxruntime spends the backbone's time, per operator type: the plain export against the default
 (rewritten) export of the same checkpoint, side by side.
 
-    python scripts/op_profile.py [--model realsr_x4] [--size 64] [--threads 2] [--runs 3]
+    python scripts/studies/op_profile.py [--model realsr_x4] [--size 64] [--threads 2] [--runs 3]
 
 Exports a real-size model with random weights (scripts/compare.py's export, once), runs each backbone with
 onnxruntime's profiler on the CPU provider (all optimisations on, as `diffir` runs it), and sums the node
@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compare import random_bundle  # noqa: E402
 
 

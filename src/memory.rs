@@ -1,0 +1,84 @@
+//! The machine's memory as the planner sees it: what this process may still use (the kernel's figure, or
+//! less under a cgroup limit), and byte counts as people write and read them.
+
+/// Memory available to this process, in bytes: the kernel's MemAvailable, lowered to the room left under a
+/// cgroup v2 limit where there is one. None where neither can be read.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
+    let cgroup = match (read("memory.max"), read("memory.current")) {
+        (Some(max), Some(cur)) => match (max.trim().parse::<u64>(), cur.trim().parse::<u64>()) {
+            (Ok(max), Ok(cur)) => Some(max.saturating_sub(cur)),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// A byte count as `--max-memory` takes it: a number with an optional unit, K/M/G/T (also KiB… and
+/// KB…, all powers of 1024) or B.
+pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (for example 8G, 512M or 2.5GiB)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        other => return Err(format!("'{s}': unknown unit '{other}' (B, K, M, G or T)")),
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(format!("'{s}' is not a positive size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A byte count in MiB, or GiB from 1 GiB on.
+pub fn size(bytes: f64) -> String {
+    if bytes >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse() {
+        assert_eq!(parse_bytes("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2.5GiB").unwrap(), 5 << 29);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("64 kb").unwrap(), 64 << 10);
+        assert!(parse_bytes("8X").unwrap_err().contains("unit"));
+        assert!(parse_bytes("G").is_err());
+        assert!(parse_bytes("0").is_err());
+    }
+
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let a = available_memory().expect("MemAvailable in /proc/meminfo");
+            assert!(a > 16 << 20, "{a}");
+        }
+    }
+}
