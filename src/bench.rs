@@ -92,6 +92,36 @@ pub fn bench(pipeline: &Pipeline, height: usize, width: usize, runs: usize, tili
     Ok(report)
 }
 
+/// tract's optimised backbone plan for `bundle` on one synthetic `h`×`w` input, timed per operator type with
+/// `threads` threads: the mean of `runs` runs after one warm-up, slowest first.
+pub fn tract_op_profile(
+    bundle: &crate::bundle::Bundle,
+    (h, w): (usize, usize),
+    threads: usize,
+    runs: usize,
+) -> Result<Vec<crate::backend::tract::OpTime>> {
+    use crate::backend::tract::TractEngine;
+    use crate::backend::{EngineOptions, Input};
+    let engine = TractEngine::new(
+        bundle,
+        &EngineOptions {
+            threads,
+            workers: 1,
+            ..Default::default()
+        },
+    )?;
+    let (c, d) = (bundle.spec.input_channels, bundle.ipr_dim());
+    // Timing does not depend on the values: the synthetic image's RGB planes, other channels zero.
+    let rgb = synthetic_image(h, w);
+    let image: Vec<f32> = (0..c)
+        .flat_map(|ch| (0..h * w).map(move |px| (ch, px)))
+        .map(|(ch, px)| if ch < 3 { rgb.data[px * 3 + ch] } else { 0.0 })
+        .collect();
+    let ipr = sampler::seeded_noise(0, d);
+    let inputs = [Input::F32(&[1, c, h, w], &image), Input::F32(&[1, d], &ipr)];
+    engine.op_profile(crate::bundle::GraphKind::Backbone, &inputs, runs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,9 +183,33 @@ pub fn register(plugin: Plugin, explicit: Option<&Path>) -> Result<PathBuf> {
     outcome.map_err(Error::Backend)
 }
 
-/// Register every plugin whose library is found (errors ignored): what `diffir info` lists.
-pub fn register_found() -> Vec<(Plugin, Result<PathBuf>)> {
-    Plugin::ALL.iter().map(|&p| (p, register(p, None))).collect()
+/// What onnxruntime offers here: each plugin (registered where its library is found), and the devices of
+/// the CPU provider and the plugins that loaded. What `diffir info` lists.
+#[derive(Debug)]
+pub struct Survey {
+    /// Each plugin: where it was loaded from (or why not), and why it cannot run with default options
+    /// where it loaded but cannot.
+    pub plugins: Vec<(Plugin, Result<PathBuf>, Option<String>)>,
+    /// The devices offered, or why none are listed.
+    pub devices: Result<Vec<PluginDevice>>,
+}
+
+/// Load onnxruntime and register every plugin whose library is found; an error where onnxruntime itself
+/// cannot be loaded.
+pub fn survey() -> Result<Survey> {
+    super::ort_library::load(false)?;
+    let plugins = Plugin::ALL
+        .iter()
+        .map(|&p| {
+            let loaded = register(p, None);
+            let why = loaded.as_ref().ok().and_then(|_| unavailable(p, &[]));
+            (p, loaded, why)
+        })
+        .collect();
+    Ok(Survey {
+        plugins,
+        devices: devices(),
+    })
 }
 
 /// One device an execution provider offers.

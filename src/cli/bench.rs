@@ -4,7 +4,6 @@ use clap::Args;
 
 use super::args::{EngineArgs, ModelArg};
 use crate::backend::BackendKind;
-use crate::bundle::GraphKind;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Args)]
@@ -39,8 +38,6 @@ fn parse_size(s: &str) -> std::result::Result<(usize, usize), String> {
 
 /// `diffir bench --op-profile`: tract's backbone plan, timed per operator.
 fn op_profile(args: &BenchArgs) -> Result<String> {
-    use crate::backend::tract::TractEngine;
-    use crate::backend::{EngineOptions, Input};
     let options = args.engine.options()?;
     if options.backend != BackendKind::Tract {
         return Err(Error::Usage(format!(
@@ -62,24 +59,8 @@ fn op_profile(args: &BenchArgs) -> Result<String> {
         }
     };
     let threads = pipeline.plan().threads;
-    let engine = TractEngine::new(
-        &bundle,
-        &EngineOptions {
-            threads,
-            workers: 1,
-            ..Default::default()
-        },
-    )?;
-    let (c, d) = (bundle.spec.input_channels, bundle.ipr_dim());
-    // Timing does not depend on the values: the synthetic image's RGB planes, other channels zero.
-    let rgb = crate::bench::synthetic_image(h, w);
-    let image: Vec<f32> = (0..c)
-        .flat_map(|ch| (0..h * w).map(move |px| (ch, px)))
-        .map(|(ch, px)| if ch < 3 { rgb.data[px * 3 + ch] } else { 0.0 })
-        .collect();
-    let ipr = crate::sampler::seeded_noise(0, d);
-    let inputs = [Input::F32(&[1, c, h, w], &image), Input::F32(&[1, d], &ipr)];
-    let ops = engine.op_profile(GraphKind::Backbone, &inputs, args.runs)?;
+    let c = bundle.spec.input_channels;
+    let ops = crate::bench::tract_op_profile(&bundle, (h, w), threads, args.runs)?;
     let total: f64 = ops.iter().map(|o| o.secs).sum();
     let mut out = format!(
         "model {}, tract backbone plan on 1x{c}x{h}x{w}, {threads} thread(s), mean of {} runs after 1 warm-up: \

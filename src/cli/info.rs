@@ -49,24 +49,22 @@ pub fn models() -> String {
 /// The devices onnxruntime offers here (the CPU provider's and those of the plugins that load), one line
 /// each, and why a plugin is missing.
 fn onnxruntime_devices() -> String {
-    use crate::backend::plugin;
-    if let Err(e) = crate::backend::ort::load(false) {
-        return format!("onnxruntime:    not loaded ({e})\n");
-    }
+    let survey = match crate::backend::plugin::survey() {
+        Ok(s) => s,
+        Err(e) => return format!("onnxruntime:    not loaded ({e})\n"),
+    };
     let mut out = String::new();
     let mut notes = String::new();
-    for (p, r) in plugin::register_found() {
-        match r {
-            Ok(path) => {
-                out += &format!("plugin:         {} from {}\n", p.name(), path.display());
-                if let Some(why) = plugin::unavailable(p, &[]) {
-                    notes += &format!("note:           {why}\n");
-                }
-            }
+    for (p, loaded, why) in &survey.plugins {
+        match loaded {
+            Ok(path) => out += &format!("plugin:         {} from {}\n", p.name(), path.display()),
             Err(_) => out += &format!("plugin:         {} not installed ({})\n", p.name(), p.install_hint()),
         }
+        if let Some(why) = why {
+            notes += &format!("note:           {why}\n");
+        }
     }
-    match plugin::devices() {
+    match survey.devices {
         Ok(devices) => {
             for d in devices {
                 out += &format!("device:         {} ({}, {}, id {})\n", d.ep, d.kind, d.vendor, d.id);

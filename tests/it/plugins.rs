@@ -207,7 +207,7 @@ fn webgpu_on_lavapipe_matches_cpu() {
 #[test]
 #[ignore = "run by plugins::cpu_sessions_stay_on_the_cpu_provider in a child process"]
 fn probe() {
-    for (p, r) in plugin::register_found() {
+    for (p, r, _) in plugin::survey().unwrap().plugins {
         println!("REGISTERED {} {}", p.name(), r.is_ok());
     }
     for d in plugin::devices().unwrap() {
