@@ -9,7 +9,8 @@
 # software Vulkan driver for WebGPU (scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe: from PyPI
 # and Debian's archive, unpacked into its install folder, nothing installed system-wide), then runs ruff,
 # pytest, cargo fmt/clippy checks and the Rust tests (the Triton tests start nvidia-pytriton's tritonserver
-# on loopback), then builds the container images with podman and runs them (scripts/image_test.py: podman,
+# on loopback), the library without default features (its dependencies checked, its unit tests run) and with
+# each feature alone (built), then builds the container images with podman and runs them (scripts/image_test.py: podman,
 # runc and debootstrap come from Debian's packages where missing; the base root filesystem and the wheels are
 # cached in ~/.cache/diffir/image-wheels), after scripts/abuse.py replays hostile clients and input folders
 # against the server and the CLI. Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
