@@ -98,9 +98,10 @@ impl StartReport {
                     (true, None) => format!("backend: {} [{plan}] (requested)", self.engine),
                     (true, Some(why)) => format!("backend: {} [{plan}] ({why})", self.engine),
                     (false, None) => format!("backend: tract [{plan}]"),
-                    (false, Some(_)) => {
-                        format!("backend: tract [{plan}] (onnxruntime not found; -v says where it was looked for)")
-                    }
+                    (false, Some(_)) => format!(
+                        "backend: tract [{plan}] (onnxruntime not found; {} says where it was looked for)",
+                        details(words)
+                    ),
                 };
                 head + &notes.unwrap_or_default()
             }
@@ -118,7 +119,11 @@ impl StartReport {
                     s += &notes.unwrap_or_default();
                 }
                 if !self.skipped_why.is_empty() {
-                    s += &format!(" ({} not available here; -v says why)", self.skipped.join(", "));
+                    s += &format!(
+                        " ({} not available here; {} says why)",
+                        self.skipped.join(", "),
+                        details(words)
+                    );
                 }
                 s
             }
@@ -128,6 +133,15 @@ impl StartReport {
             out += w;
         }
         out
+    }
+}
+
+/// Where the full report is, in the face's words: the command line's `-v`, the library's
+/// [`StartReport::line`].
+fn details(words: Words) -> &'static str {
+    match words {
+        Words::Options => "StartReport::line",
+        Words::Flags => "-v",
     }
 }
 
@@ -195,6 +209,9 @@ mod tests {
         assert!(fell_back
             .summary(Words::Flags)
             .ends_with("(onnxruntime not found; -v says where it was looked for)"));
+        assert!(fell_back
+            .summary(Words::Options)
+            .ends_with("(onnxruntime not found; StartReport::line says where it was looked for)"));
         assert!(fell_back.line(Words::Flags).ends_with("(onnxruntime unavailable: x)"));
         let asked = StartReport::new(RunsOn::Tract, "tract".into(), plan(vec![]));
         assert_eq!(asked.summary(Words::Flags), format!("backend: tract [{p}]"));
