@@ -115,6 +115,26 @@ impl RestoreOptions {
         }
     }
 
+    /// The options that ask backend `kind` for `req` with `provider`'s settings, the rest at their defaults:
+    /// the inverse of [`RestoreOptions::plan_request`] and [`RestoreOptions::provider_options`].
+    pub fn from_request(kind: BackendKind, req: &PlanRequest, provider: &crate::backend::ProviderOptions) -> Self {
+        RestoreOptions {
+            backend: kind,
+            devices: req.devices.clone(),
+            threads: req.threads,
+            workers: req.workers,
+            precision: req.precision,
+            tile: req.tile,
+            tile_batch: req.tile_batch,
+            max_memory: req.max_memory,
+            cuda_options: provider.cuda.clone(),
+            ep_options: provider.ep.clone(),
+            ep_library: provider.ep_library.clone(),
+            require_gpu: provider.require_gpu,
+            ..RestoreOptions::default()
+        }
+    }
+
     /// What the options ask of the plan.
     pub fn plan_request(&self) -> PlanRequest {
         PlanRequest {
@@ -153,5 +173,32 @@ mod tests {
         assert!(o.ep_options.is_empty() && o.ep_library.is_none());
         assert_eq!(Noise::Seed(3).values(8), crate::sampler::seeded_noise(3, 8));
         assert_eq!(Noise::Values(vec![1.0]).values(1), [1.0]);
+    }
+
+    /// `from_request` gives back the request and the provider settings it was made from.
+    #[test]
+    fn requests_round_trip() {
+        let req = PlanRequest {
+            threads: 3,
+            workers: Some(2),
+            devices: vec![0, 1],
+            tile_batch: Some(4),
+            tile: TileRequest::Pixels(96),
+            precision: Precision::Fp16,
+            max_memory: Some(1 << 30),
+        };
+        let provider = crate::backend::ProviderOptions {
+            cuda: vec![("a".into(), "1".into())],
+            ep: vec![("device".into(), "gpu".into())],
+            ep_library: Some("lib.so".into()),
+            require_gpu: true,
+        };
+        let o = RestoreOptions::from_request(BackendKind::OrtCuda, &req, &provider);
+        assert_eq!((o.backend, o.plan_request()), (BackendKind::OrtCuda, req));
+        let p = o.provider_options();
+        assert_eq!(
+            (p.cuda, p.ep, p.ep_library, p.require_gpu),
+            (provider.cuda, provider.ep, provider.ep_library, true)
+        );
     }
 }

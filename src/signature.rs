@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use crate::graph_kind::GraphKind;
 
-pub use crate::onnx_proto::{FLOAT as ONNX_FLOAT, INT64 as ONNX_INT64};
-
 /// One axis of a declared ONNX shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {

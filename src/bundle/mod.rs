@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 pub use crate::graph_kind::GraphKind;
+use crate::onnx_proto::{FLOAT, INT64};
 use crate::schedule::Schedule;
-use crate::signature::{onnx_signature, ONNX_FLOAT, ONNX_INT64};
+use crate::signature::onnx_signature;
 pub use crate::signature::{Dim, GraphData, IoSignature};
 
 mod spec;
@@ -243,20 +244,16 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
     let c = spec.input_channels as i64;
     // (name, element type, rank, channel axis 1 size) for every input and output.
     let want: &[(&str, i32, usize, i64)] = match g.kind {
-        GraphKind::Cpen => &[("image", ONNX_FLOAT, 4, c), ("condition", ONNX_FLOAT, 2, d)],
+        GraphKind::Cpen => &[("image", FLOAT, 4, c), ("condition", FLOAT, 2, d)],
         GraphKind::Denoiser => &[
-            ("x", ONNX_FLOAT, 2, d),
-            ("t", ONNX_INT64, 1, -1),
-            ("condition", ONNX_FLOAT, 2, d),
-            ("x0", ONNX_FLOAT, 2, d),
+            ("x", FLOAT, 2, d),
+            ("t", INT64, 1, -1),
+            ("condition", FLOAT, 2, d),
+            ("x0", FLOAT, 2, d),
         ],
-        GraphKind::Backbone => &[
-            ("image", ONNX_FLOAT, 4, c),
-            ("ipr", ONNX_FLOAT, 2, d),
-            ("output", ONNX_FLOAT, 4, 3),
-        ],
-        GraphKind::CpenFeatures => &[("image", ONNX_FLOAT, 4, c), ("features", ONNX_FLOAT, 4, d)],
-        GraphKind::CpenHead => &[("pooled", ONNX_FLOAT, 2, d), ("condition", ONNX_FLOAT, 2, d)],
+        GraphKind::Backbone => &[("image", FLOAT, 4, c), ("ipr", FLOAT, 2, d), ("output", FLOAT, 4, 3)],
+        GraphKind::CpenFeatures => &[("image", FLOAT, 4, c), ("features", FLOAT, 4, d)],
+        GraphKind::CpenHead => &[("pooled", FLOAT, 2, d), ("condition", FLOAT, 2, d)],
     };
     for io in g.inputs.iter().chain(&g.outputs) {
         let Some(&(_, ty, rank, ch)) = want.iter().find(|w| w.0 == io.name) else {
@@ -268,7 +265,7 @@ fn check_graph(spec: &BundleSpec, g: &GraphData) -> std::result::Result<(), Stri
                 g.kind.name(),
                 io.name,
                 io.elem_type,
-                if ty == ONNX_FLOAT { "float32" } else { "int64" }
+                if ty == FLOAT { "float32" } else { "int64" }
             ));
         }
         if !io.dims.is_empty() && io.dims.len() != rank {

@@ -13,7 +13,6 @@ use crate::options::RestoreOptions;
 use crate::pipeline::{Finish, Pipeline};
 use crate::plan::Words;
 use crate::plan::{DeviceList, TileRequest};
-use crate::tiling::Tiling;
 
 /// The model of `restore`, `bench` and `info`.
 #[derive(Debug, Args)]
@@ -53,7 +52,7 @@ pub struct EngineArgs {
     pub workers: Option<usize>,
     /// Memory the CPU plan may use in all (8G, 512M, …): workers beyond what fits are not started, and their
     /// threads go to the others [default: half of the available memory].
-    #[arg(long, value_parser = crate::plan::parse_bytes)]
+    #[arg(long, value_parser = crate::memory::parse_bytes)]
     pub max_memory: Option<u64>,
     /// GPUs for the CUDA and TensorRT backends: an index, a list (0,1) or all; one engine per GPU.
     #[arg(short = 'g', long, default_value = "0", value_parser = |s: &str| s.parse::<DeviceList>())]
@@ -219,14 +218,13 @@ impl EngineArgs {
         })
     }
 
-    /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline and the
-    /// tiling its plan chose.
-    pub fn start(&self, bundle: Bundle) -> Result<(Pipeline, Tiling)> {
+    /// Start the backend for `bundle`, say which (with its plan) on stderr, and return the pipeline.
+    pub fn start(&self, bundle: Bundle) -> Result<Pipeline> {
         self.open(bundle, &self.options()?)
     }
 
     /// `start` with options the caller completed (noise, limits).
-    pub fn open(&self, bundle: Bundle, options: &RestoreOptions) -> Result<(Pipeline, Tiling)> {
+    pub fn open(&self, bundle: Bundle, options: &RestoreOptions) -> Result<Pipeline> {
         if self.no_cache {
             crate::backend::optimised_cache::disable_disk_cache();
         }
@@ -236,8 +234,7 @@ impl EngineArgs {
         } else if !self.quiet {
             eprintln!("{}", pipeline.backend().summary(Words::Flags));
         }
-        let tiling = pipeline.tiling();
-        Ok((pipeline, tiling))
+        Ok(pipeline)
     }
 }
 

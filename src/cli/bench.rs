@@ -46,9 +46,9 @@ fn op_profile(args: &BenchArgs) -> Result<String> {
         )));
     }
     let bundle = args.model.bundle()?;
-    let (pipeline, tiling) = args.engine.start(bundle.clone())?;
+    let pipeline = args.engine.start(bundle.clone())?;
     let m = bundle.spec.size_multiple;
-    let (h, w) = match tiling.tile {
+    let (h, w) = match pipeline.tiling().tile {
         0 => (
             crate::tiling::round_up(args.size.0, m),
             crate::tiling::round_up(args.size.1, m),
@@ -91,9 +91,9 @@ pub fn bench(args: &BenchArgs) -> Result<String> {
         return op_profile(args);
     }
     let bundle = args.model.bundle()?;
-    let (pipeline, tiling) = args.engine.start(bundle)?;
+    let pipeline = args.engine.start(bundle)?;
     let (h, w) = args.size;
-    let report = crate::bench::bench(&pipeline, h, w, args.runs, &tiling)?;
+    let report = crate::bench::bench(&pipeline, h, w, args.runs, &pipeline.tiling())?;
     let mut out = format!(
         "model {} ({} x{}), input {h}x{w}, {} tile(s), plan [{}], {} runs after 1 warm-up\n",
         pipeline.bundle().spec.name,

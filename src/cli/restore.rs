@@ -29,7 +29,6 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     };
     options.max_pixels = args.max_pixels;
     options.jpeg_quality = args.jpeg_quality;
-    let noise = options.noise.values(bundle.ipr_dim());
     let mask = args
         .mask
         .as_deref()
@@ -39,7 +38,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     if stdin || args.output.as_os_str() == "-" {
-        return restore_stream(args, bundle, &options, &inputs, mask.as_ref(), &noise);
+        return restore_stream(args, bundle, &options, &inputs, mask.as_ref());
     }
     let mut notes = vec![];
     let jobs = plan_jobs(
@@ -57,7 +56,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     if jobs.is_empty() {
         return Err(Error::input(&inputs[0], "no image files found"));
     }
-    let (pipeline, tiling) = args.engine.open(bundle, &options)?;
+    let pipeline = args.engine.open(bundle, &options)?;
     // The bar counts images in a batch, and tiles when there is one image (both with an ETA).
     let per_tile = jobs.len() == 1;
     let bar = if std::io::stderr().is_terminal() && !args.engine.quiet {
@@ -87,8 +86,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         } else {
             None
         },
-        noise: Some(&noise),
-        tiling: Some(tiling),
+        ..Control::default()
     };
     let say = |line: String| match &bar {
         Some(b) => b.println(line),

@@ -123,9 +123,9 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             return Err(Error::Usage(format!("model name '{name}' is given twice")));
         }
         let bundle = load_model(path.as_deref())?;
-        let (pipeline, tiling) = args.engine.start(bundle)?;
+        let pipeline = args.engine.start(bundle)?;
         let mut request_tiles = if args.request_tiles.is_empty() {
-            crate::serve::default_request_tiles(tiling.tile)
+            crate::serve::default_request_tiles(pipeline.tiling().tile)
         } else {
             args.request_tiles.clone()
         };
@@ -135,7 +135,6 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         models.push(crate::serve::ServedModel {
             name,
             pipeline,
-            tiling,
             request_tiles,
         });
     }
@@ -148,7 +147,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
     // run at once. GPU plans are bounded by their tile sizes instead.
     let on_cpu = models.iter().all(|m| m.pipeline.plan().devices.is_empty());
     let memory_per_restore = on_cpu
-        .then(|| crate::plan::cpu_budget(args.engine.max_memory, crate::plan::available_memory()))
+        .then(|| crate::plan::cpu_budget(args.engine.max_memory, crate::memory::available_memory()))
         .flatten()
         .map(|b| b.bytes() / args.max_concurrency.max(1) as f64);
     let opts = crate::serve::ServeOptions {

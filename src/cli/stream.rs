@@ -19,7 +19,6 @@ pub(super) fn restore_stream(
     options: &RestoreOptions,
     inputs: &[PathBuf],
     mask: Option<&crate::Mask>,
-    noise: &[f32],
 ) -> Result<BatchReport> {
     use std::io::{Read, Write};
     let dash = Path::new("-");
@@ -68,7 +67,7 @@ pub(super) fn restore_stream(
             )
         })
     };
-    let (pipeline, tiling) = args.engine.open(bundle, options)?;
+    let pipeline = args.engine.open(bundle, options)?;
     let mut report = BatchReport {
         done: 0,
         skipped: 0,
@@ -101,8 +100,6 @@ pub(super) fn restore_stream(
         target.check_can_hold(output.as_deref().unwrap_or(dash), picture.alpha.is_some())?;
         let control = Control {
             cancel: Some(crate::interrupt::install()),
-            noise: Some(noise),
-            tiling: Some(tiling),
             ..Control::default()
         };
         let done = pipeline.restore_picture(&picture, mask, args.finish(), &control)?;

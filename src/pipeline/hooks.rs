@@ -54,36 +54,15 @@ pub trait Stages: Sized {
 
 impl Stages for Pipeline {
     fn start(bundle: Bundle, kind: BackendKind, req: &PlanRequest, provider: &ProviderOptions) -> Result<Self> {
-        let started = crate::start::start(kind, &bundle, req, provider)?;
-        let options = RestoreOptions {
-            backend: kind,
-            devices: req.devices.clone(),
-            threads: req.threads,
-            workers: req.workers,
-            precision: req.precision,
-            tile: req.tile,
-            tile_batch: req.tile_batch,
-            max_memory: req.max_memory,
-            cuda_options: provider.cuda.clone(),
-            ep_options: provider.ep.clone(),
-            ep_library: provider.ep_library.clone(),
-            require_gpu: provider.require_gpu,
-            ..RestoreOptions::default()
-        };
-        Pipeline::from_started(bundle, started, options)
+        Pipeline::open(bundle, &RestoreOptions::from_request(kind, req, provider))
     }
 
     fn start_triton(bundle: Bundle, opts: &TritonOptions, req: &PlanRequest) -> Result<Self> {
-        let started = crate::start::start_triton(&bundle, opts, req)?;
         let options = RestoreOptions {
-            backend: BackendKind::Triton,
-            workers: req.workers,
-            tile: req.tile,
-            tile_batch: req.tile_batch,
             triton: Some(opts.clone()),
-            ..RestoreOptions::default()
+            ..RestoreOptions::from_request(BackendKind::Triton, req, &ProviderOptions::default())
         };
-        Pipeline::from_started(bundle, started, options)
+        Pipeline::open(bundle, &options)
     }
 
     fn new(bundle: Bundle, kind: BackendKind, opts: &EngineOptions) -> Result<Self> {
@@ -118,8 +97,8 @@ impl Stages for Pipeline {
             tile_batch: Some(plan.tile_batch),
             ..RestoreOptions::default()
         };
-        let report = StartReport::new(RunsOn::Custom, line, plan.clone());
-        Pipeline::from_started(bundle, Started { engine, plan, report }, options)
+        let report = StartReport::new(RunsOn::Custom, line, plan);
+        Pipeline::from_started(bundle, Started { engine, report }, options)
     }
 
     fn planned_tiling(&self, overlap: usize) -> Tiling {

@@ -28,9 +28,8 @@ pub use tta::{dihedral, undo_dihedral};
 pub struct Pipeline {
     bundle: Bundle,
     engine: Box<dyn Engine>,
-    /// What runs and why, as the start reported it.
+    /// What runs and why, as the start reported it; its plan is the one that runs.
     backend: StartReport,
-    plan: Plan,
     /// Runs tiles in parallel when more than one worker is configured.
     pool: Option<rayon::ThreadPool>,
     /// The options it was opened with ([`Pipeline::open`]); otherwise the ones its plan stands for.
@@ -187,7 +186,7 @@ impl Pipeline {
 
     /// The plan this pipeline runs.
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        &self.backend.plan
     }
 
     /// The tiling restores use unless told otherwise: the plan's tile with the options' overlap.
@@ -233,8 +232,8 @@ impl Pipeline {
 
     /// `restore_image` with progress reports, cancellation, and this restore's own noise or tiling.
     pub fn restore_image_with(&self, image: &Image, mask: Option<&Mask>, control: &Control<'_>) -> Result<Restored> {
-        let noise = self.noise_of(control);
-        self.run_restore(image, mask, &noise, &control.tiling.unwrap_or(self.tiling()), control)
+        let (noise, tiling) = self.settings(control);
+        self.run_restore(image, mask, &noise, &tiling, control)
     }
 
     /// Restore a decoded picture the way the CLI and the server both do: the RGB through the model (the
@@ -247,8 +246,7 @@ impl Pipeline {
         finish: Finish,
         control: &Control<'_>,
     ) -> Result<RestoredPicture> {
-        let noise = self.noise_of(control);
-        let tiling = control.tiling.unwrap_or(self.tiling());
+        let (noise, tiling) = self.settings(control);
         let mut restored = if finish.tta {
             self.restore_tta(&picture.rgb, mask, &noise, &tiling, control)?
         } else {
@@ -275,23 +273,24 @@ impl Pipeline {
         Ok(RestoredPicture { image, alpha, restored })
     }
 
-    /// The initial noise of one restore: the control's, else the options'.
-    fn noise_of(&self, control: &Control<'_>) -> Vec<f32> {
-        match control.noise {
+    /// The initial noise and the tiling of one restore: the control's where it gives them, else the
+    /// options' noise and [`Pipeline::tiling`].
+    fn settings(&self, control: &Control<'_>) -> (Vec<f32>, Tiling) {
+        let noise = match control.noise {
             Some(v) => v.to_vec(),
             None => self.options.noise.values(self.bundle.ipr_dim()),
-        }
+        };
+        (noise, control.tiling.unwrap_or(self.tiling()))
     }
 
     /// A pipeline on a started backend; `options` are the ones it was started from.
     fn from_started(bundle: Bundle, started: Started, options: RestoreOptions) -> Result<Pipeline> {
-        let Started { engine, plan, report } = started;
-        let pool = worker_pool(plan.workers)?;
+        let Started { engine, report } = started;
+        let pool = worker_pool(report.plan.workers)?;
         Ok(Pipeline {
             bundle,
             engine,
             backend: report,
-            plan,
             pool,
             options,
             reduced: std::sync::Mutex::new(None),
@@ -301,7 +300,7 @@ impl Pipeline {
     /// The tiling the plan chose, with `overlap`.
     fn planned_tiling(&self, overlap: usize) -> Tiling {
         Tiling {
-            tile: self.plan.tile,
+            tile: self.plan().tile,
             overlap,
         }
     }

@@ -268,7 +268,7 @@ impl Pipeline {
     /// `tiling` and the plan's tiles per batch, lowered to what an earlier out-of-memory retry settled on.
     fn after_reductions(&self, tiling: &Tiling) -> (Tiling, usize) {
         let mut tiling = *tiling;
-        let mut batch = self.plan.tile_batch.max(1);
+        let mut batch = self.plan().tile_batch.max(1);
         if let Some((reduced_batch, reduced_tile)) = *self.reduced.lock().unwrap_or_else(|e| e.into_inner()) {
             batch = batch.min(reduced_batch);
             if reduced_tile > 0 && (tiling.tile == 0 || reduced_tile < tiling.tile) {

@@ -4,7 +4,6 @@
 use std::fmt;
 
 use crate::bundle::{Bundle, GraphKind, Precision};
-pub use crate::memory::{available_memory, parse_bytes, size};
 
 mod note;
 

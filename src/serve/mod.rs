@@ -70,10 +70,8 @@ pub struct ServeOptions {
 pub struct ServedModel {
     /// The name requests use.
     pub name: String,
-    /// The loaded pipeline.
+    /// The loaded pipeline (its tiling is the one a request gets unless it asks for another tile).
     pub pipeline: Pipeline,
-    /// The tiling the plan chose.
-    pub tiling: Tiling,
     /// Tile sizes a request may choose with `tile` (0 among them: whole images).
     pub request_tiles: Vec<usize>,
 }
@@ -449,7 +447,7 @@ fn restore_blocking(
     tiles::check_memory(state, model, tile, (picture.rgb.height, picture.rgb.width))?;
     let tiling = Tiling {
         tile,
-        overlap: model.tiling.overlap.min(tile / 2),
+        overlap: p.tiling().overlap.min(tile / 2),
     };
     let control = Control {
         cancel: Some(cancel),

@@ -30,7 +30,7 @@ pub fn default_request_tiles(plan_tile: usize) -> Vec<usize> {
 /// The tile a request runs with: its own `tile` if the server allows that size, else the plan's.
 pub fn request_tile(model: &ServedModel, asked: Option<usize>) -> std::result::Result<usize, ApiError> {
     let Some(tile) = asked else {
-        return Ok(model.tiling.tile);
+        return Ok(model.pipeline.tiling().tile);
     };
     if model.request_tiles.contains(&tile) {
         return Ok(tile);
@@ -72,8 +72,8 @@ pub fn check_memory(state: &AppState, model: &ServedModel, tile: usize, (h, w): 
             path: "image".into(),
             msg: format!(
                 "{w}x{h} with {how} needs about {} for the backbone, over this server's {} per restore; use a smaller tile",
-                crate::plan::size(need),
-                crate::plan::size(budget)
+                crate::memory::size(need),
+                crate::memory::size(budget)
             ),
         });
     }

@@ -18,8 +18,6 @@ pub use report::{RunsOn, StartReport};
 pub struct Started {
     /// The engine (one per device behind a dispatcher where there are several).
     pub engine: Box<dyn Engine>,
-    /// The plan it runs.
-    pub plan: Plan,
     /// What runs, and why.
     pub report: StartReport,
 }
@@ -79,27 +77,24 @@ fn start_any(
     cuda_failed: &mut Option<String>,
 ) -> Result<Started> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let available = crate::plan::available_memory();
+    let available = crate::memory::available_memory();
     // `fallback`: why tract runs where it was not asked for by name (None: it was).
     let tract = |fallback: Option<String>| -> Result<Started> {
         if req.precision != Precision::Fp32 {
-            let why = fallback
-                .as_ref()
-                .map_or(" (requested)".to_string(), |r| format!(" ({r})"));
             return Err(Error::Usage(format!(
-                "tract runs float32 only: --precision {} needs an onnxruntime backend{why}",
-                req.precision
+                "tract runs float32 only: --precision {} needs an onnxruntime backend ({})",
+                req.precision,
+                report::why_tract(&fallback)
             )));
         }
         let plan = Plan::resolve(false, req, bundle, cores, available, |_| None);
         let engine = tract::TractEngine::new(bundle, &engine_options(&plan, 0, bundle, provider))?;
         let report = StartReport {
             fallback,
-            ..StartReport::new(RunsOn::Tract, engine.describe(), plan.clone())
+            ..StartReport::new(RunsOn::Tract, engine.describe(), plan)
         };
         Ok(Started {
             engine: Box::new(engine),
-            plan,
             report,
         })
     };
@@ -172,9 +167,9 @@ fn start_any(
                     skipped,
                     skipped_why: std::mem::take(&mut notes),
                     warnings: warning.into_iter().collect(),
-                    ..StartReport::new(RunsOn::Onnxruntime(p), engine.describe(), plan.clone())
+                    ..StartReport::new(RunsOn::Onnxruntime(p), engine.describe(), plan)
                 };
-                return Ok(Started { engine, plan, report });
+                return Ok(Started { engine, report });
             }
             Err(e) => {
                 if p == ort::Provider::Cuda {
@@ -269,10 +264,9 @@ pub fn start_triton(bundle: &Bundle, opts: &TritonOptions, req: &PlanRequest) ->
         precision: Precision::Fp32,
         notes: note.into_iter().collect(),
     };
-    let report = StartReport::new(RunsOn::Triton, Engine::describe(&engine), plan.clone());
+    let report = StartReport::new(RunsOn::Triton, Engine::describe(&engine), plan);
     Ok(Started {
         engine: Box::new(engine),
-        plan,
         report,
     })
 }

@@ -95,8 +95,7 @@ impl StartReport {
             RunsOn::Triton => format!("backend: {} [{plan}] (a worker is one request in flight)", self.engine),
             RunsOn::Tract => {
                 let head = match (full, &self.fallback) {
-                    (true, None) => format!("backend: {} [{plan}] (requested)", self.engine),
-                    (true, Some(why)) => format!("backend: {} [{plan}] ({why})", self.engine),
+                    (true, fallback) => format!("backend: {} [{plan}] ({})", self.engine, why_tract(fallback)),
                     (false, None) => format!("backend: tract [{plan}]"),
                     (false, Some(_)) => format!(
                         "backend: tract [{plan}] (onnxruntime not found; {} says where it was looked for)",
@@ -134,6 +133,11 @@ impl StartReport {
         }
         out
     }
+}
+
+/// Why tract runs: its fallback reason, or "requested" where it was asked for by name.
+pub(super) fn why_tract(fallback: &Option<String>) -> &str {
+    fallback.as_deref().unwrap_or("requested")
 }
 
 /// Where the full report is, in the face's words: the command line's `-v`, the library's
