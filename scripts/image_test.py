@@ -87,7 +87,15 @@ def ensure_tools() -> None:
         sh(["apt-get", "install", "-y", "-qq", "podman", "runc", "debootstrap"], env=env)
 
 
+def free_disk() -> str:
+    """Free space where podman writes its layers (/var/tmp, /var/lib/containers) and the build (target/)."""
+    return ", ".join(f"{d} {shutil.disk_usage(d).free / 2**30:.1f} GiB" for d in ("/var/tmp", ROOT / "target"))
+
+
 def build(args: list[str]) -> tuple[str, int]:
+    # A CUDA image takes about 7 GB while it is built (wheels, the unpacked libraries, the layer podman writes
+    # and the image it stores): the free space is printed first, so a full disk is told apart from a bad build.
+    print(f"free disk before building: {free_disk()}", flush=True)
     r = sh([str(ROOT / "scripts" / "build-image.sh"), *args, *BUILD_EXTRA], cwd=ROOT)
     name, size = r.stdout.strip().splitlines()[-1].split()[:2]
     return name, int(size)
@@ -170,6 +178,13 @@ def cpu_checks(binary: Path) -> int:
     return size
 
 
+def remove(image: str, dist: str) -> None:
+    """Give the disk back once an image's checks are done: the image, its dangling layers, its unpacked files."""
+    subprocess.run(["podman", "rmi", "-f", image], capture_output=True, check=False)
+    subprocess.run(["podman", "image", "prune", "-f"], capture_output=True, check=False)
+    shutil.rmtree(ROOT / "target" / "image" / "dist" / dist, ignore_errors=True)
+
+
 def cuda_checks() -> int:
     image, size = build(["--cuda", "--prebuilt", str(ARGS.binary), "--tag", "diffir:image-test-cuda"])
     print(f"built {image}: {size / 2**20:.0f} MiB", flush=True)
@@ -213,8 +228,14 @@ def main() -> int:
         return 0
     ensure_tools()
     sh([str(ROOT / "scripts" / "local-base-image.sh")])
-    cpu = cpu_checks(ARGS.binary.resolve())
-    cuda = None if ARGS.skip_cuda else cuda_checks()
+    try:
+        cpu = cpu_checks(ARGS.binary.resolve())
+    finally:
+        remove("diffir:image-test", "cpu")
+    try:
+        cuda = None if ARGS.skip_cuda else cuda_checks()
+    finally:
+        remove("diffir:image-test-cuda", "cuda")
     sizes = f"cpu {cpu / 2**20:.0f} MiB" + (f", cuda {cuda / 2**20:.0f} MiB" if cuda else "")
     print(f"image sizes (binary {ARGS.binary}): {sizes}")
     print(f"images: {PASSED} passed, 0 failed")

@@ -29,6 +29,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 export PYTHON="$PY"
+# A fresh clone builds once: incremental compilation state would only take disk (gigabytes of it) there.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
 
 echo "== installing the exporter and its test dependencies"
 "$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]"
@@ -36,7 +40,7 @@ echo "== installing the onnxruntime library, its OpenVINO and WebGPU plugins, an
 scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe
 
 echo "== python: ruff + pytest"
-(cd export && "$PY" -m ruff check . ../tests/fixtures ../scripts && "$PY" -m ruff format --check . ../tests/fixtures ../scripts)
+(cd export && "$PY" -m ruff check . ../tests/fixtures ../scripts ../python && "$PY" -m ruff format --check . ../tests/fixtures ../scripts ../python)
 (cd export && "$PY" -m pytest -q)
 
 echo "== exporting the official fixtures for the Rust tests (cached per exporter version)"
@@ -46,7 +50,7 @@ echo "== exporting real-size models with random weights for the activation tests
 
 echo "== rust: fmt, clippy, tests"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast
 else
@@ -77,6 +81,20 @@ trap 'rm -rf "$EXAMPLES_OUT"' EXIT
 cargo run --locked --quiet --example restore -- tests/fixtures/bundles/sr_x4/input.png "$EXAMPLES_OUT/restored.png"
 test -s "$EXAMPLES_OUT/restored.png"
 cargo run --locked --quiet --example in_memory -- tests/fixtures/images/rgba.png
+
+echo "== python package: the wheel (maturin through pip, dev profile), its tests, the wheel in a fresh venv"
+# pip builds ./python as users do (PEP 517, maturin from PyPI); MATURIN_PEP517_ARGS picks the dev profile so
+# the dependencies already built above for the library without default features are reused (a release
+# build would compile everything again). python/tests/test_wheel.py installs it into a fresh venv.
+WHEEL_DIR=target/python-wheel
+rm -rf "$WHEEL_DIR"
+MATURIN_PEP517_ARGS="--profile dev" "$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+  -w "$WHEEL_DIR" ./python
+WHEEL="$(ls "$WHEEL_DIR"/diffir-*.whl)"
+echo "built $WHEEL: $(( $(stat -c %s "$WHEEL") / 1048576 )) MiB"
+"$PY" -m pip install --quiet --disable-pip-version-check "$WHEEL[test]"
+"$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
+DIFFIR_WHEEL="$PWD/$WHEEL" DIFFIR_BIN="$PWD/target/debug/diffir" "$PY" -m pytest -q python/tests
 
 echo "== reliability: hostile clients and input folders against the server and the CLI (scripts/abuse.py)"
 "$PY" scripts/abuse.py --binary target/debug/diffir

@@ -151,8 +151,8 @@ pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
 pub use bundle::{Bundle, GraphKind, Precision, Task};
 pub use error::{Error, Result};
 pub use image_io::{
-    decode_picture, encode_picture, read_image, read_picture, write_image, write_picture, Carry, Depth, OutputFormat,
-    Picture, WriteOptions,
+    decode_picture, encode_picture, read_image, read_picture, to_samples, write_image, write_picture, Carry, Depth,
+    OutputFormat, Picture, Sample, WriteOptions,
 };
 pub use options::{Noise, RestoreOptions};
 pub use pipeline::{Control, Finish, Pipeline, Progress, Restored, RestoredPicture, Timings};
@@ -177,6 +177,13 @@ pub fn encode(image: &Image, format: OutputFormat) -> Result<Vec<u8>> {
         overwrite: false,
     };
     encode_picture(image, &Carry::default(), &opts, format)
+}
+
+/// Use the onnxruntime library at `path` (`libonnxruntime.so.1.31.1`) unless `ORT_DYLIB_PATH` names
+/// another: a program that ships or finds its own copy (the Python package uses the onnxruntime wheel's)
+/// calls this before its first pipeline opens. An error once a different library is loaded or named.
+pub fn set_onnxruntime_library(path: &std::path::Path) -> Result<()> {
+    backend::ort_library::prefer_library(path)
 }
 
 /// Write a Triton model repository for `bundle` into `out` (see `diffir triton-repo`); returns the model

@@ -20,12 +20,39 @@ pub const GPU_INSTALL_HINT: &str =
     "the GPU providers come with onnxruntime-gpu: `pip install onnxruntime-gpu==1.31.1` \
 (CUDA 13, cuDNN 9), then set ORT_DYLIB_PATH to its onnxruntime/capi/libonnxruntime.so.1.31.1";
 
+/// The library an embedding program named ([`prefer_library`]), looked at after `ORT_DYLIB_PATH`.
+static PREFERRED: OnceLock<PathBuf> = OnceLock::new();
+
+/// Look for the onnxruntime library at `path` first, after only `ORT_DYLIB_PATH` (the Python package names
+/// the onnxruntime wheel's own library here). It counts until the library is loaded: an error once a
+/// library is loaded or another path was named.
+pub fn prefer_library(path: &std::path::Path) -> Result<()> {
+    if let Some(loaded) = library_path() {
+        if loaded != path {
+            return Err(Error::Backend(format!(
+                "onnxruntime is already loaded from {}; {} cannot be used in this process",
+                loaded.display(),
+                path.display()
+            )));
+        }
+    }
+    let set = PREFERRED.get_or_init(|| path.to_path_buf());
+    if set != path {
+        return Err(Error::Backend(format!(
+            "the onnxruntime library was already set to {}, not {}",
+            set.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Where the runtime looks for the onnxruntime library, in order.
 pub fn library_candidates() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return vec![PathBuf::from(p)];
     }
-    let mut out = vec![];
+    let mut out: Vec<PathBuf> = PREFERRED.get().cloned().into_iter().collect();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(|p| p.to_path_buf()))

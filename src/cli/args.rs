@@ -120,7 +120,7 @@ pub struct EngineArgs {
 
 fn parse_outscale(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 16.0 => Ok(v),
+        Ok(v) if Finish::valid_outscale(v) => Ok(v),
         _ => Err(format!("'{s}' is not a scale in (0, 16]")),
     }
 }

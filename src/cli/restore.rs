@@ -96,23 +96,20 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         if args.skip(&job.output)? {
             return Ok(Done::Skipped);
         }
-        let format = image_io::OutputFormat::from_path(&job.output)?;
-        let picture = image_io::read_picture(&job.input, args.max_pixels)?;
+        let notes = pipeline.restore_file(
+            &job.input,
+            &job.output,
+            mask.as_ref(),
+            args.finish(),
+            &control,
+            args.overwrite,
+        )?;
         if !args.engine.quiet {
-            for note in &picture.notes {
+            for note in notes {
                 say(format!("note: {}: {note}", crate::names::escaped(&job.input)));
             }
         }
-        format.check_can_hold(&job.output, picture.alpha.is_some())?;
-        let done = pipeline.restore_picture(&picture, mask.as_ref(), args.finish(), &control)?;
-        if !args.engine.quiet {
-            for note in &done.restored.notes {
-                say(format!("note: {}: {note}", crate::names::escaped(&job.input)));
-            }
-        }
-        let carry = done.carry(&picture);
-        let write = pipeline.write_options(args.overwrite);
-        image_io::write_picture(&job.output, &done.image, &carry, &write).map(|()| Done::Written)
+        Ok(Done::Written)
     };
     // With several GPUs, that many images are in flight at once (each one's tiles spread over the devices
     // too), so a batch of small images keeps every device busy.

@@ -155,15 +155,8 @@ pub fn encode_picture(image: &Image, carry: &Carry<'_>, opts: &WriteOptions, for
 }
 
 fn check_carry(path: &Path, image: &Image, carry: &Carry<'_>, format: OutputFormat) -> Result<()> {
-    if let Some(a) = carry.alpha {
-        if a.len() != image.height * image.width {
-            return Err(Error::Shape(format!(
-                "alpha has {} values for a {}x{} image",
-                a.len(),
-                image.width,
-                image.height
-            )));
-        }
+    super::samples::check_alpha(image, carry)?;
+    if carry.alpha.is_some() {
         format.check_can_hold(path, true)?;
     }
     Ok(())
@@ -177,35 +170,10 @@ fn encode_into<W: Write + std::io::Seek>(
     format: OutputFormat,
 ) -> std::result::Result<(), String> {
     let (w, h) = (image.width as u32, image.height as u32);
-    let channels = match (carry.gray, carry.alpha.is_some()) {
-        (true, false) => 1,
-        (true, true) => 2,
-        (false, false) => 3,
-        (false, true) => 4,
-    };
+    let channels = super::samples::channels(carry);
     let sixteen = carry.sixteen_bit && matches!(format, OutputFormat::Png | OutputFormat::Tiff);
-    let luma = |px: &[f32]| 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
-    // Interleaved output samples in [0, 1] of pixels `range`.
-    let samples = |range: std::ops::Range<usize>| {
-        image.data[range.start * 3..range.end * 3]
-            .chunks_exact(3)
-            .zip(range)
-            .flat_map(move |(px, i)| {
-                let mut v: [f32; 4] = [0.0; 4];
-                let n = if carry.gray {
-                    v[0] = luma(px);
-                    1
-                } else {
-                    v[..3].copy_from_slice(px);
-                    3
-                };
-                if let Some(a) = carry.alpha {
-                    v[n] = a[i];
-                }
-                v.into_iter().take(channels)
-            })
-    };
-    let to_u16 = |v: f32| (v.clamp(0.0, 1.0) * 65535.0).round() as u16;
+    let samples = |range: std::ops::Range<usize>| super::samples::interleaved(image, carry, range);
+    let to_u16 = |v: f32| <u16 as super::samples::Sample>::from_unit(v, opts.quantize);
     {
         if format == OutputFormat::Npy {
             let arr = Array3::from_shape_vec((image.height, image.width, 3), image.data.clone())

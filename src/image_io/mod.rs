@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 use crate::preprocess::{Image, Mask};
 
 mod encode;
+mod samples;
 
 use encode::extension;
 pub use encode::*;
+pub use samples::{to_samples, Sample};
 
 /// Whether a path names a file this tool reads.
 pub fn is_supported_input(path: &Path) -> bool {

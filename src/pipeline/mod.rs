@@ -2,6 +2,7 @@
 //! crop/clamp (and the inpainting composite). This file is its public face: a pipeline opened from options
 //! and one restore entry point per input kind; the stages are in `stages.rs`, the self-ensemble in `tta.rs`.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -103,6 +104,16 @@ pub struct Finish {
     pub outscale: Option<f64>,
     /// Self-ensemble over the 8 flips and rotations. Default: false.
     pub tta: bool,
+}
+
+impl Finish {
+    /// The largest `outscale`.
+    pub const MAX_OUTSCALE: f64 = 16.0;
+
+    /// Whether `x` can be an `outscale`: finite, more than 0 and at most [`Finish::MAX_OUTSCALE`].
+    pub fn valid_outscale(x: f64) -> bool {
+        x.is_finite() && x > 0.0 && x <= Self::MAX_OUTSCALE
+    }
 }
 
 /// A restored picture, ready to encode: the image and its alpha channel at the output size.
@@ -271,6 +282,28 @@ impl Pipeline {
             .as_ref()
             .map(|a| crate::image_io::resize_alpha(a, ih, iw, oh, ow));
         Ok(RestoredPicture { image, alpha, restored })
+    }
+
+    /// Restore the image file `input` into `output` as `diffir restore` does: decoded with its alpha, depth,
+    /// gray and ICC profile (at most the options' `max_pixels`), restored by [`Pipeline::restore_picture`],
+    /// and written atomically in the format `output`'s extension names (never over an existing file unless
+    /// `overwrite`). Returns the notes on what decoding and restoring changed or left out.
+    pub fn restore_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        mask: Option<&Mask>,
+        finish: Finish,
+        control: &Control<'_>,
+        overwrite: bool,
+    ) -> Result<Vec<String>> {
+        let format = crate::image_io::OutputFormat::from_path(output)?;
+        let picture = crate::image_io::read_picture(input, self.options.max_pixels)?;
+        format.check_can_hold(output, picture.alpha.is_some())?;
+        let done = self.restore_picture(&picture, mask, finish, control)?;
+        let carry = done.carry(&picture);
+        crate::image_io::write_picture(output, &done.image, &carry, &self.write_options(overwrite))?;
+        Ok(picture.notes.iter().chain(&done.restored.notes).cloned().collect())
     }
 
     /// The initial noise and the tiling of one restore: the control's where it gives them, else the
