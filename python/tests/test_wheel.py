@@ -22,8 +22,8 @@ def test_the_wheel_in_a_fresh_venv(tmp_path, cli):
     wheel = Path(os.environ.get("DIFFIR_WHEEL", ""))
     if not wheel.is_file():
         missing("DIFFIR_WHEEL names no built wheel (scripts/test.sh builds it)")
-    # One wheel for every CPython from 3.9: the stable ABI (pip's build tags it linux_x86_64, `maturin build`
-    # with the manylinux level this machine's glibc allows).
+    # One wheel for every CPython from 3.9: the stable ABI (pip's build tags it linux_x86_64; `maturin build
+    # --zig --compatibility manylinux_2_28` manylinux_2_28, which this test passed too).
     assert "-cp39-abi3-" in wheel.name and wheel.name.endswith("_x86_64.whl"), wheel.name
     venv.create(tmp_path / "venv", with_pip=True)
     py = tmp_path / "venv" / "bin" / "python"
