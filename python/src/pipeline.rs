@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use diffir::{Bundle, Control, Finish, Noise, RunsOn, Words};
+use diffir::{Bundle, Finish, Noise, RunsOn, Words};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -43,6 +43,13 @@ fn log_notes(py: Python<'_>, notes: &[String]) -> PyResult<()> {
         logger.call_method1("info", (note,))?;
     }
     Ok(())
+}
+
+impl Pipeline {
+    /// A restore's own initial noise where it gives a seed (else the pipeline's, from its options).
+    fn noise(&self, seed: Option<u64>) -> Option<Vec<f32>> {
+        seed.map(|s| Noise::Seed(s).values(self.inner.bundle().ipr_dim()))
+    }
 }
 
 #[pymethods]
@@ -107,14 +114,10 @@ impl Pipeline {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (picture, layout) = arrays::picture(py, image, self.inner.options().max_pixels)?;
         let mask = mask.map(|m| arrays::mask(py, m)).transpose()?;
-        let noise = seed.map(|s| Noise::Seed(s).values(self.inner.bundle().ipr_dim()));
+        let noise = self.noise(seed);
         let inner = &self.inner;
-        let done = run::run(py, progress, |control| {
-            let control = Control {
-                noise: noise.as_deref(),
-                ..*control
-            };
-            inner.restore_picture(&picture, mask.as_ref(), Finish::default(), &control)
+        let done = run::run(py, progress, noise.as_deref(), |control| {
+            inner.restore_picture(&picture, mask.as_ref(), Finish::default(), control)
         })?;
         log_notes(py, &done.restored.notes)?;
         arrays::result(py, &done, &picture, layout, inner.quantize())
@@ -153,15 +156,11 @@ impl Pipeline {
                 Err(_) => Some(arrays::mask(py, m)?),
             },
         };
-        let noise = seed.map(|s| Noise::Seed(s).values(self.inner.bundle().ipr_dim()));
+        let noise = self.noise(seed);
         let inner = &self.inner;
         let finish = Finish { outscale, tta };
-        let notes = run::run(py, progress, |control| {
-            let control = Control {
-                noise: noise.as_deref(),
-                ..*control
-            };
-            inner.restore_file(&input, &output, mask.as_ref(), finish, &control, overwrite)
+        let notes = run::run(py, progress, noise.as_deref(), |control| {
+            inner.restore_file(&input, &output, mask.as_ref(), finish, control, overwrite)
         })?;
         log_notes(py, &notes)
     }

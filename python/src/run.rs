@@ -17,11 +17,13 @@ use crate::errors;
 /// How often the waiting thread looks at Python's signals.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
-/// Run `work` with a control that carries the cancellation and the progress reports; its error as the
-/// package's exception, or the exception that cancelled it.
+/// Run `work` with a control that carries the cancellation, the progress reports and this restore's own
+/// initial noise (`noise`, where a seed was given); its error as the package's exception, or the exception
+/// that cancelled it.
 pub fn run<T: Send>(
     py: Python<'_>,
     progress: Option<&Bound<'_, PyAny>>,
+    noise: Option<&[f32]>,
     work: impl FnOnce(&Control<'_>) -> diffir::Result<T> + Send,
 ) -> PyResult<T> {
     let cancel = AtomicBool::new(false);
@@ -49,6 +51,7 @@ pub fn run<T: Send>(
             let control = Control {
                 cancel: Some(&cancel),
                 progress: Some(&report),
+                noise,
                 ..Control::default()
             };
             work(&control)

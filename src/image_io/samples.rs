@@ -80,12 +80,13 @@ impl Picture {
         let mut alpha = has_alpha.then(|| Vec::with_capacity(pixels));
         let mut px = [0f32; 4];
         let mut n = 0usize;
-        for (i, s) in samples.into_iter().enumerate() {
-            px[i % channels] = s
+        for s in samples {
+            let c = n % channels;
+            px[c] = s
                 .to_unit()
                 .ok_or_else(|| Error::input(IN_MEMORY, "float samples must be finite and lie in [0, 1]".to_string()))?;
             n += 1;
-            if i % channels + 1 == channels {
+            if c + 1 == channels {
                 if gray {
                     rgb.extend([px[0]; 3]);
                 } else {
