@@ -13,7 +13,7 @@
 # each feature alone (built), then builds the container images with podman and runs them (scripts/image_test.py: podman,
 # runc and debootstrap come from Debian's packages where missing; the base root filesystem and the wheels are
 # cached in ~/.cache/diffir/image-wheels), after scripts/abuse.py replays hostile clients and input folders
-# against the server and the CLI. Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
+# against the server and the CLI. ffmpeg (for the video tests) comes from Debian's packages where missing. Tests that need the official fixtures (../shared/fixtures/official), the Triton packages, the
 # plugins or lavapipe say "skipped" where they are absent, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,12 @@ echo "== exporting the official fixtures for the Rust tests (cached per exporter
 "$PY" scripts/export_official.py
 echo "== exporting real-size models with random weights for the activation tests (cached)"
 "$PY" scripts/export_random.py
+
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  echo "== installing ffmpeg from Debian's packages (the video tests run it)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg
+fi
 
 echo "== rust: fmt, clippy, tests"
 cargo fmt --all -- --check

@@ -100,6 +100,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An external program (ffmpeg, ffprobe) is missing or failed: its name and what it said.
+    #[error("{program}: {}", escaped_text(msg))]
+    Tool {
+        /// The program.
+        program: String,
+        /// What happened (how to install it, or its last error line).
+        msg: String,
+    },
     /// The output exists and --overwrite was not given.
     #[error("{}: already exists (use --overwrite to replace it)", escaped(path))]
     Exists {

@@ -55,6 +55,7 @@ mod signature;
 mod start;
 mod tiling;
 mod triton;
+mod video;
 
 /// The modules the public API is built from, reachable for the crate's own tests, benches, fuzz targets and
 /// command line. **Not a stable API**: use the items the crate root re-exports.
@@ -145,6 +146,9 @@ pub mod internal {
     pub mod triton {
         pub use crate::triton::*;
     }
+    pub mod video {
+        pub use crate::video::*;
+    }
 }
 
 pub use backend::{BackendKind, Engine, EngineOptions, Input, Tensor};
@@ -155,12 +159,15 @@ pub use image_io::{
     OutputFormat, Picture, Sample, WriteOptions,
 };
 pub use options::{Noise, RestoreOptions};
-pub use pipeline::{Control, Finish, Pipeline, Progress, Restored, RestoredPicture, Timings};
+pub use pipeline::{Control, Finish, Pipeline, PooledFeatures, Progress, Restored, RestoredPicture, Timings};
 pub use plan::{Budget, Plan, PlanNote, PlanRequest, TileRequest, Words};
 pub use preprocess::{Image, Mask, Quantize};
 pub use start::{RunsOn, StartReport};
 pub use tiling::Tiling;
 pub use triton::{InstanceKind, RepoOptions, TritonOptions};
+pub use video::{
+    restore_video, Encoding, FrameProgress, Pass, PriorMode, Rational, Shot, VideoOptions, VideoReport, Window,
+};
 
 /// Decode an encoded image (PNG, JPEG, WebP, TIFF, BMP) from memory, with the same 16-bit, alpha, grayscale,
 /// ICC and EXIF-orientation handling as files; at most [`RestoreOptions::default`]'s `max_pixels`.

@@ -118,7 +118,7 @@ pub struct EngineArgs {
     pub quiet: bool,
 }
 
-fn parse_outscale(s: &str) -> std::result::Result<f64, String> {
+pub(super) fn parse_outscale(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(v) if Finish::valid_outscale(v) => Ok(v),
         _ => Err(format!("'{s}' is not a scale in (0, 16]")),
@@ -272,8 +272,9 @@ pub struct RestoreArgs {
     /// Add this to every output file name, before the extension (e.g. _x4); needed when -o is an input folder.
     #[arg(long, value_name = "SUFFIX")]
     pub suffix: Option<String>,
-    /// Output format for folder runs (png, jpg, webp, tif, bmp, npy); default: each input's own format.
-    #[arg(short = 'f', long, value_parser = clap::builder::PossibleValuesParser::new(image_io::OutputFormat::all_extensions()))]
+    /// Output format for folder runs (png, jpg, webp, tif, bmp, npy); default: each input's own format. y4m:
+    /// the input (`-` or a file) is a YUV4MPEG2 stream restored frame by frame into one (`-o -` or a file).
+    #[arg(short = 'f', long, value_parser = clap::builder::PossibleValuesParser::new(image_io::OutputFormat::all_extensions().chain(["y4m"])))]
     pub format: Option<String>,
     /// Resize the result to this many times the input's size (e.g. 2 from an x4 model), Lanczos.
     #[arg(long, value_name = "X", value_parser = parse_outscale)]

@@ -37,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a Triton Inference Server model repository for a model: NAME_prior and NAME_backbone.
     TritonRepo(TritonRepoArgs),
+    /// Restore a video (through ffmpeg; audio and subtitles copied) or a folder of frames.
+    Video(VideoArgs),
 }
 
 mod args;
@@ -49,6 +51,7 @@ mod restore;
 mod serve;
 mod stream;
 mod triton_repo;
+mod video;
 
 use args::RestoreArgs;
 use bench::{bench, BenchArgs};
@@ -57,6 +60,7 @@ use restore::restore;
 #[cfg(feature = "serve")]
 use serve::{serve, ServeArgs};
 use triton_repo::{triton_repo, TritonRepoArgs};
+use video::{run_video, VideoArgs, VideoDone};
 
 fn print_or_fail(result: Result<String>) -> i32 {
     match result {
@@ -93,6 +97,44 @@ pub fn run() -> i32 {
                 EXIT_USAGE
             }
         },
+        Command::Video(args) => {
+            let clock = std::time::Instant::now();
+            match run_video(&args) {
+                Ok(VideoDone::Skipped) => {
+                    if !args.engine.quiet {
+                        eprintln!("skipped: {} exists", crate::names::escaped(&args.output));
+                    }
+                    EXIT_OK
+                }
+                Ok(VideoDone::Written(report)) => {
+                    if !args.engine.quiet {
+                        for n in &report.notes {
+                            eprintln!("note: {n}");
+                        }
+                        let shots = if report.shots.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in {} shot(s)", report.shots.len())
+                        };
+                        eprintln!(
+                            "{} frame(s){shots} restored in {:.1} s: {}",
+                            report.frames,
+                            clock.elapsed().as_secs_f64(),
+                            crate::names::escaped(&report.output)
+                        );
+                    }
+                    EXIT_OK
+                }
+                Err(crate::error::Error::Cancelled) => {
+                    eprintln!("interrupted: nothing written");
+                    EXIT_INTERRUPTED
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
+                }
+            }
+        }
         Command::Restore(args) => {
             let clock = std::time::Instant::now();
             match restore(&args) {

@@ -36,6 +36,9 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
         .transpose()?;
     bundle.task().check_mask(mask.is_some()).map_err(Error::Mask)?;
     let inputs: Vec<PathBuf> = args.inputs.iter().chain(&args.input).cloned().collect();
+    if args.format.as_deref() == Some("y4m") {
+        return restore_y4m_stream(args, bundle, &options, &inputs);
+    }
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     if stdin || args.output.as_os_str() == "-" {
         return restore_stream(args, bundle, &options, &inputs, mask.as_ref());
@@ -169,6 +172,32 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     }
     if crate::interrupt::interrupted() {
         report.interrupted = Some(jobs.len() - report.done - report.skipped - report.failed.len());
+    }
+    Ok(report)
+}
+
+/// `restore --format y4m`: one YUV4MPEG2 stream in, one out.
+fn restore_y4m_stream(
+    args: &RestoreArgs,
+    bundle: crate::Bundle,
+    options: &crate::RestoreOptions,
+    inputs: &[PathBuf],
+) -> Result<BatchReport> {
+    let [input] = inputs else {
+        return Err(Error::Usage(
+            "--format y4m takes one input stream ('-' or a .y4m file)".into(),
+        ));
+    };
+    let mut report = BatchReport {
+        done: 0,
+        skipped: 0,
+        failed: vec![],
+        interrupted: None,
+    };
+    match super::video::restore_y4m(args, bundle, options, input) {
+        Ok(frames) => report.done = frames,
+        Err(Error::Cancelled) => report.interrupted = Some(0),
+        Err(e) => return Err(e),
     }
     Ok(report)
 }

@@ -19,10 +19,12 @@ use crate::start::{StartReport, Started};
 use crate::tiling::Tiling;
 
 mod hooks;
+mod shared_prior;
 mod stages;
 mod tta;
 
 pub use hooks::Stages;
+pub use shared_prior::PooledFeatures;
 pub use tta::{dihedral, undo_dihedral};
 
 /// A loaded model on a started backend.
@@ -95,6 +97,10 @@ pub struct Control<'a> {
     /// The tiling of this restore. Default: None ([`Pipeline::tiling`]: the plan's tile and the options'
     /// overlap).
     pub tiling: Option<Tiling>,
+    /// The prior (IPR, ipr_dim values) every backbone tile of this restore receives, instead of one
+    /// computed from the image: CPEN and the diffusion loop do not run (the frames of a shot share one,
+    /// from [`Pipeline::shared_prior`]). Default: None.
+    pub prior: Option<&'a [f32]>,
 }
 
 /// What happens to a restored picture before it is written.
@@ -406,6 +412,20 @@ fn check_noise(noise: &[f32], ipr_dim: usize) -> Result<()> {
             "initial noise has {} values; this model's prior has {ipr_dim}",
             noise.len()
         )));
+    }
+    Ok(())
+}
+
+/// The one check of a given prior's length against the model's.
+fn check_prior(prior: &[f32], ipr_dim: usize) -> Result<()> {
+    if prior.len() != ipr_dim {
+        return Err(Error::Shape(format!(
+            "the prior has {} values; this model's has {ipr_dim}",
+            prior.len()
+        )));
+    }
+    if prior.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Shape("the prior has NaN or Inf values".into()));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{check_noise, Control, Pipeline, Progress, Restored, Timings};
+use super::{check_noise, check_prior, Control, Pipeline, PooledFeatures, Progress, Restored, Timings};
 use crate::backend::{self, Input, Tensor};
 use crate::bundle::GraphKind;
 use crate::error::{Error, Result};
@@ -97,6 +97,21 @@ impl Pipeline {
     /// halo: the per-window feature sums over the core regions give the exact global average pool.
     /// Returns the condition and the number of windows.
     pub(super) fn condition_tiled(&self, x: &[f32], shape: &[usize; 4], core: usize) -> Result<(Vec<f32>, usize)> {
+        let (pooled, windows) = self.feature_sums(x, shape, core)?;
+        Ok((self.head(&pooled.mean())?, windows))
+    }
+
+    /// CPEN's head on pooled features (ipr_dim values): the condition c.
+    pub(super) fn head(&self, pooled: &[f32]) -> Result<Vec<f32>> {
+        let d = self.bundle.ipr_dim();
+        let out = self.engine.run(GraphKind::CpenHead, &[Input::F32(&[1, d], pooled)])?;
+        self.expect_vector(GraphKind::CpenHead, &out)?;
+        Ok(out.data)
+    }
+
+    /// CPEN's features of a padded NCHW input summed over every position, in windows of `core` input pixels
+    /// plus CPEN's halo (each window's core region counted once), with the number of windows.
+    pub(super) fn feature_sums(&self, x: &[f32], shape: &[usize; 4], core: usize) -> Result<(PooledFeatures, usize)> {
         let spec = &self.bundle.spec;
         let unit = spec.cpen_unshuffle();
         let core = tiling::round_up(core.max(1), unit);
@@ -131,13 +146,11 @@ impl Pipeline {
             }
             Ok(sum)
         })?;
-        let count = ((hp / unit) * (wp / unit)) as f64;
-        let pooled: Vec<f32> = (0..d)
-            .map(|c| (sums.iter().map(|s| s[c]).sum::<f64>() / count) as f32)
-            .collect();
-        let out = self.engine.run(GraphKind::CpenHead, &[Input::F32(&[1, d], &pooled)])?;
-        self.expect_vector(GraphKind::CpenHead, &out)?;
-        Ok((out.data, windows.len()))
+        let pooled = PooledFeatures {
+            sums: (0..d).map(|c| sums.iter().map(|s| s[c]).sum::<f64>()).collect(),
+            positions: ((hp / unit) * (wp / unit)) as u64,
+        };
+        Ok((pooled, windows.len()))
     }
 
     /// One restore with this noise and tiling: progress reports (one per finished backbone tile) and
@@ -175,8 +188,12 @@ impl Pipeline {
             Some((th, tw)) => hp <= th && wp <= tw,
         };
         check_noise(noise, self.bundle.ipr_dim())?;
-        // A remote engine runs CPEN and the whole reverse chain as one graph: only the IPR comes back.
-        let (condition, steps, cpen_windows) = if let Some(ipr) = self.engine.prior(&x, &shape, noise) {
+        // A prior given by the caller (shared by a shot's frames) replaces CPEN and the reverse chain; a
+        // remote engine runs CPEN and the whole reverse chain as one graph: only the IPR comes back.
+        let (condition, steps, cpen_windows) = if let Some(prior) = control.prior {
+            check_prior(prior, self.bundle.ipr_dim())?;
+            (vec![], vec![prior.to_vec()], 0)
+        } else if let Some(ipr) = self.engine.prior(&x, &shape, noise) {
             let ipr = ipr?;
             lap(&mut timings.cpen);
             (vec![], vec![ipr], 1)

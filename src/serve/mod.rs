@@ -454,6 +454,7 @@ fn restore_blocking(
         progress: None,
         noise: Some(&noise),
         tiling: Some(tiling),
+        prior: None,
     };
     let done = p.restore_picture(&picture, mask.as_ref(), Finish::default(), &control)?;
     state

@@ -18,3 +18,4 @@ mod serve;
 mod server;
 mod tiling;
 mod triton;
+mod video;

@@ -1,0 +1,300 @@
+//! Where frames come from: a video file decoded by an ffmpeg child process into raw RGB on a pipe (8-bit,
+//! or 16-bit for sources of more bits), or a folder of numbered images (PNG, TIFF, …) in name order.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+use super::probe::{Probe, Rational, VideoInfo};
+use super::tools::{last_line, Tool};
+use crate::error::{Error, Result};
+use crate::image_io::{self, Picture};
+
+/// An input: a probed video file, or the image files of a folder.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A video file and what ffprobe said of it.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its streams.
+        probe: Box<Probe>,
+    },
+    /// A folder's images, sorted by name.
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// Its image files.
+        files: Vec<PathBuf>,
+    },
+}
+
+/// The part of the input to restore: from `start` seconds, for `duration` seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Window {
+    /// Seconds from the beginning. Default: None (from the first frame).
+    pub start: Option<f64>,
+    /// Seconds. Default: None (to the end).
+    pub duration: Option<f64>,
+}
+
+impl Window {
+    /// ffmpeg's input options for it.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![];
+        if let Some(s) = self.start {
+            a.extend(["-ss".into(), format!("{s}")]);
+        }
+        if let Some(d) = self.duration {
+            a.extend(["-t".into(), format!("{d}")]);
+        }
+        a
+    }
+}
+
+impl Source {
+    /// Open `path`: a folder's images, or a file ffprobe can read with a video stream.
+    pub fn open(path: &Path) -> Result<Source> {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && image_io::is_supported_input(p))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(Error::input(
+                    path,
+                    "the folder holds no image files (PNG, TIFF, JPEG, WebP, BMP)",
+                ));
+            }
+            return Ok(Source::Folder {
+                path: path.to_path_buf(),
+                files,
+            });
+        }
+        if !path.exists() {
+            return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let probe = Box::new(super::probe::probe(path)?);
+        Ok(Source::File {
+            path: path.to_path_buf(),
+            probe,
+        })
+    }
+
+    /// The input's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::File { path, .. } | Source::Folder { path, .. } => path,
+        }
+    }
+
+    /// Frames expected in `window` where it can be told beforehand (for progress).
+    pub fn expected_frames(&self, window: &Window) -> Option<usize> {
+        match self {
+            Source::Folder { files, .. } => Some(files.len()),
+            Source::File { probe, .. } => {
+                let v = &probe.video;
+                let rate = v.avg_rate.unwrap_or(v.rate).value();
+                let whole = v.frames.map(|n| n as f64).or(v.duration.map(|d| d * rate))?;
+                let skipped = window.start.map_or(0.0, |s| s * rate);
+                let left = (whole - skipped).max(0.0);
+                Some(window.duration.map_or(left, |d| left.min(d * rate)).round() as usize)
+            }
+        }
+    }
+
+    /// Start reading frames.
+    pub fn frames(&self, window: &Window, max_pixels: u64) -> Result<Frames> {
+        match self {
+            Source::Folder { files, .. } => {
+                let skip = window.start.map_or(0, |s| s.max(0.0) as usize);
+                let take = window.duration.map_or(usize::MAX, |d| d.max(0.0).ceil() as usize);
+                Ok(Frames::Folder {
+                    files: files
+                        .iter()
+                        .skip(skip)
+                        .take(take)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                    max_pixels,
+                })
+            }
+            Source::File { path, probe } => {
+                let (height, width) = probe.video.upright_size();
+                let deep = probe.video.deep;
+                let mut cmd = Tool::Ffmpeg.command()?;
+                cmd.args(window.args())
+                    .arg("-i")
+                    .arg(path)
+                    .args(["-map", &format!("0:{}", probe.video.index)])
+                    .args([
+                        "-fps_mode",
+                        "passthrough",
+                        "-enc_time_base",
+                        "-1",
+                        "-f",
+                        "rawvideo",
+                        "-pix_fmt",
+                    ])
+                    .arg(if deep { "rgb48le" } else { "rgb24" })
+                    .arg("pipe:1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut child = cmd
+                    .spawn()
+                    .map_err(|e| Tool::Ffmpeg.failed(&format!("cannot start: {e}")))?;
+                let stderr = child.stderr.take().expect("piped");
+                let errors = std::thread::spawn(move || {
+                    let mut text = vec![];
+                    let _ = stderr.take(1 << 20).read_to_end(&mut text);
+                    text
+                });
+                Ok(Frames::Decoder(Decoder {
+                    path: path.clone(),
+                    child,
+                    errors: Some(errors),
+                    height,
+                    width,
+                    deep,
+                    max_pixels,
+                    read: 0,
+                }))
+            }
+        }
+    }
+}
+
+/// A running ffmpeg decoder.
+pub struct Decoder {
+    path: PathBuf,
+    child: Child,
+    errors: Option<std::thread::JoinHandle<Vec<u8>>>,
+    height: usize,
+    width: usize,
+    deep: bool,
+    max_pixels: u64,
+    read: usize,
+}
+
+/// Frames of a source, in order; None at the end.
+pub enum Frames {
+    /// From ffmpeg's pipe.
+    Decoder(Decoder),
+    /// From image files.
+    Folder {
+        /// The files left.
+        files: std::vec::IntoIter<PathBuf>,
+        /// The size limit.
+        max_pixels: u64,
+    },
+}
+
+impl Frames {
+    /// The next frame: None at the end; an error naming the input for a truncated or undecodable one.
+    pub fn next_frame(&mut self) -> Result<Option<Picture>> {
+        match self {
+            Frames::Folder { files, max_pixels } => files
+                .next()
+                .map(|f| image_io::read_picture(&f, *max_pixels))
+                .transpose(),
+            Frames::Decoder(d) => d.next_frame(),
+        }
+    }
+}
+
+impl Decoder {
+    fn next_frame(&mut self) -> Result<Option<Picture>> {
+        let sample = if self.deep { 2 } else { 1 };
+        let mut buf = vec![0u8; self.height * self.width * 3 * sample];
+        let stdout = self.child.stdout.as_mut().expect("piped");
+        let mut filled = 0;
+        while filled < buf.len() {
+            match stdout.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
+        if filled < buf.len() {
+            let status = self.child.wait().map_err(|e| Error::io(&self.path, e))?;
+            let stderr = self.errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
+            if !status.success() || !stderr.is_empty() {
+                return Err(Error::input(
+                    &self.path,
+                    format!(
+                        "ffmpeg could not decode it after {} frame(s): {}",
+                        self.read,
+                        last_line(&stderr, &status.to_string())
+                    ),
+                ));
+            }
+            if filled > 0 {
+                return Err(Error::input(&self.path, format!("frame {} ends early", self.read + 1)));
+            }
+            if self.read == 0 {
+                return Err(Error::input(&self.path, "no frames could be decoded from it"));
+            }
+            return Ok(None);
+        }
+        self.read += 1;
+        let (h, w) = (self.height, self.width);
+        let picture = if self.deep {
+            let samples = buf.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+            Picture::from_samples(h, w, 3, samples, self.max_pixels)
+        } else {
+            Picture::from_samples(h, w, 3, buf.iter().copied(), self.max_pixels)
+        };
+        picture.map(Some).map_err(|e| Error::input(&self.path, e.to_string()))
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The frame rate of a folder's frames when a container is written: `fps`, else 24.
+pub fn folder_rate(fps: Option<Rational>) -> Rational {
+    fps.unwrap_or(Rational { num: 24, den: 1 })
+}
+
+/// The timestamps of the frames of the video stream within `window`, in its time base and counted from
+/// the first, as ffprobe decodes them: for variable frame rates, which the encoder is then given frame by
+/// frame.
+pub fn frame_times(path: &Path, video: &VideoInfo, window: &Window) -> Result<Vec<i64>> {
+    let start = window.start.unwrap_or(0.0);
+    let mut args: Vec<String> = vec![
+        "-select_streams".into(),
+        video.index.to_string(),
+        "-show_entries".into(),
+        "frame=best_effort_timestamp".into(),
+        "-of".into(),
+        "csv=p=0".into(),
+    ];
+    if window.start.is_some() || window.duration.is_some() {
+        let length = window.duration.map(|d| format!("+{d}")).unwrap_or_default();
+        args.extend(["-read_intervals".into(), format!("{start}%{length}")]);
+    }
+    let mut cmd: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    cmd.push(path.as_os_str().to_owned());
+    let out = Tool::Ffprobe.output(cmd)?;
+    let tb = video.time_base.map_or(1.0 / 90000.0, |t| t.value());
+    let end = window.duration.map_or(f64::INFINITY, |d| start + d);
+    let mut times: Vec<i64> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<i64>().ok())
+        .filter(|&t| (t as f64 * tb) >= start - 1e-6 && (t as f64 * tb) < end - 1e-6)
+        .collect();
+    times.sort_unstable();
+    let first = times.first().copied().unwrap_or(0);
+    Ok(times.into_iter().map(|t| t - first).collect())
+}
