@@ -421,7 +421,7 @@ fn variable_frame_rates_keep_every_timestamp() {
         &input,
     );
     let out = dir.path().join("out.mkv");
-    let r = diffir_video(&[s(&input), "-o", s(&out), "-n", &sr_x4(), "--backend", "tract"], &[]);
+    let r = diffir_video(&[s(&input), "-o", s(&out)], &[]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{err}");
     assert!(err.contains("variable frame rate: 24 frame timestamps kept"), "{err}");
@@ -443,18 +443,7 @@ fn a_folder_of_frames_becomes_a_video_and_finished_outputs_are_kept() {
     std::fs::create_dir(&frames).unwrap();
     extract(&input, &frames.join("%04d.png"));
     let out = dir.path().join("out.mov");
-    let args = [
-        s(&frames),
-        "-o",
-        s(&out),
-        "-n",
-        &sr_x4(),
-        "--backend",
-        "tract",
-        "--fps",
-        "30000/1001",
-        "-q",
-    ];
+    let args = [s(&frames), "-o", s(&out), "--fps", "30000/1001", "-q"];
     let r = diffir_video(&args, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let probe = run(
