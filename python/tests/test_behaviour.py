@@ -102,8 +102,10 @@ def test_ctrl_c_stops_between_tiles(tiled):
     def progress(done, total):
         seen.append(done)
         if done == 2:
-            # Ctrl-C from another thread, as a terminal delivers it to the process.
-            threading.Thread(target=signal.pthread_kill, args=(main, signal.SIGINT)).start()
+            # Ctrl-C, as a terminal delivers it to the process (to its main thread); the pause lets the
+            # waiting main thread see it before the remaining tiles could finish (they take milliseconds).
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.5)
 
     with pytest.raises(KeyboardInterrupt):
         tiled.restore(noise_image(256, 256), progress=progress)
