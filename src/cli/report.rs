@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 /// Outcome of a batch.
+#[derive(Default)]
 pub struct BatchReport {
     /// Outputs written.
     pub done: usize,

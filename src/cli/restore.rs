@@ -155,12 +155,7 @@ pub fn restore(args: &RestoreArgs) -> Result<BatchReport> {
     }
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
     outcomes.sort_by_key(|(i, _)| *i);
-    let mut report = BatchReport {
-        done: 0,
-        skipped: 0,
-        failed: vec![],
-        interrupted: None,
-    };
+    let mut report = BatchReport::default();
     for (i, result) in outcomes {
         match result {
             Ok(Done::Written) => report.done += 1,
@@ -188,12 +183,7 @@ fn restore_y4m_stream(
             "--format y4m takes one input stream ('-' or a .y4m file)".into(),
         ));
     };
-    let mut report = BatchReport {
-        done: 0,
-        skipped: 0,
-        failed: vec![],
-        interrupted: None,
-    };
+    let mut report = BatchReport::default();
     match super::video::restore_y4m(args, bundle, options, input) {
         Ok(frames) => report.done = frames,
         Err(Error::Cancelled) => report.interrupted = Some(0),

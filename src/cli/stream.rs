@@ -68,12 +68,7 @@ pub(super) fn restore_stream(
         })
     };
     let pipeline = args.engine.open(bundle, options)?;
-    let mut report = BatchReport {
-        done: 0,
-        skipped: 0,
-        failed: vec![],
-        interrupted: None,
-    };
+    let mut report = BatchReport::default();
     let run = || -> Result<()> {
         let (picture, decoded_format) = picture?;
         let output = if to_stdout {

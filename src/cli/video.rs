@@ -115,12 +115,7 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
     if args.output.exists() && args.skip_existing {
         return Ok(VideoDone::Skipped);
     }
-    video::output_kind(&args.output)?;
-    if args.output.exists() && !args.overwrite {
-        return Err(Error::Exists {
-            path: args.output.clone(),
-        });
-    }
+    video::check_output(&args.output, args.overwrite)?;
     if args.input.as_os_str() == "-" {
         return Err(Error::Usage(
             "diffir video reads a file or a folder; for a YUV4MPEG2 pipe use diffir restore - -o - --format y4m".into(),
@@ -219,34 +214,19 @@ pub(super) fn restore_y4m(
             eprint!("\r{n} frame(s)");
         }
     };
+    let restore = |out: &mut dyn std::io::Write| {
+        video::y4m::restore_stream(&pipeline, reader, out, finish, &control, &mut on_frame)
+    };
     let report = if to_stdout {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let r = video::y4m::restore_stream(&pipeline, reader, &mut out, finish, &control, &mut on_frame)?;
+        let r = restore(&mut out)?;
         std::io::Write::flush(&mut out).map_err(|e| Error::io("-", e))?;
         r
     } else {
         if args.skip(&args.output)? {
             return Ok(0);
         }
-        let temp = video::sink::temp_path(&args.output);
-        let file = std::fs::File::create(&temp).map_err(|e| Error::io(&temp, e))?;
-        let mut out = std::io::BufWriter::new(file);
-        let written = video::y4m::restore_stream(&pipeline, reader, &mut out, finish, &control, &mut on_frame)
-            .and_then(|r| {
-                std::io::Write::flush(&mut out)
-                    .map(|()| r)
-                    .map_err(|e| Error::io(&temp, e))
-            });
-        match written {
-            Ok(r) => {
-                std::fs::rename(&temp, &args.output).map_err(|e| Error::io(&args.output, e))?;
-                r
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                return Err(e);
-            }
-        }
+        crate::image_io::write_atomically(&args.output, args.overwrite, |out| restore(out))?
     };
     if !quiet {
         if std::io::stderr().is_terminal() {

@@ -305,13 +305,37 @@ fn write_encoded(
     overwrite: bool,
     encode: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::result::Result<(), String>,
 ) -> Result<()> {
+    write_atomically(path, overwrite, |w| encode(w).map_err(|msg| Error::input(path, msg)))
+}
+
+/// Write `path` through a temporary file next to it, renamed into place once `write` succeeded (and never
+/// over an existing file unless `overwrite`): after an error nothing is left behind.
+pub(crate) fn write_atomically<T>(
+    path: &Path,
+    overwrite: bool,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<T>,
+) -> Result<T> {
+    let tmp = temp_file_beside(path, ".tmp")?;
+    let done = {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        let done = write(&mut w)?;
+        w.flush().map_err(|e| Error::io(path, e))?;
+        done
+    };
+    persist(tmp, path, overwrite)?;
+    Ok(done)
+}
+
+/// A hidden temporary file in `path`'s folder (created where missing), ending in `suffix`, with the
+/// permissions a plain write of `path` gives; removed when dropped unless [`persist`]ed.
+pub(crate) fn temp_file_beside(path: &Path, suffix: &str) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".diffir-").suffix(".tmp");
+    builder.prefix(".diffir-").suffix(suffix);
     // The permissions a plain file write gives: 0666 less the umask for a new file (the kernel applies the
     // umask to the mode given at creation), the replaced file's own mode on --overwrite.
     #[cfg(unix)]
@@ -328,15 +352,12 @@ fn write_encoded(
             .set_permissions(m.permissions())
             .map_err(|e| Error::io(path, e))?;
     }
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file());
-        encode(&mut w).map_err(|msg| Error::input(path, msg))?;
-        w.flush().map_err(|e| Error::io(path, e))?;
-    }
-    persist(tmp, path, overwrite)
+    Ok(tmp)
 }
 
-fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result<()> {
+/// Give a finished temporary file its name: synced, then renamed (never over an existing file unless
+/// `overwrite`, which is then [`Error::Exists`]).
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result<()> {
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     if overwrite {
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;

@@ -66,10 +66,10 @@ impl Pipeline {
                 pooled.positions
             )));
         }
-        let noise = match noise {
-            Some(v) => v.to_vec(),
-            None => self.options.noise.values(d),
-        };
+        let (noise, _) = self.settings(&super::Control {
+            noise,
+            ..super::Control::default()
+        });
         let condition = self.head(&pooled.mean())?;
         let steps = self.sample(&condition, &noise)?;
         Ok((condition, steps))

@@ -69,131 +69,118 @@ fn timestamp_expression(ts: &[i64], lo: usize, hi: usize) -> String {
     )
 }
 
+/// Where an encode's filters go: on the command line, or in a script file (a variable frame rate's
+/// timestamp table can be long).
+#[derive(Debug, Clone, Copy)]
+pub enum Filters<'a> {
+    /// `-vf` with this chain (none where empty).
+    Inline(&'a str),
+    /// `-filter_script:v` with this file, which holds [`encoder_filters`].
+    Script(&'a Path),
+}
+
+/// The video encoder, its pixel format and its quality arguments for the container and options.
+fn video_codec(t: &Target<'_>, enc: &Encoding) -> (String, &'static str, Vec<String>) {
+    let default = match (enc.lossless, t.container) {
+        (true, "mkv") => "ffv1",
+        (true, "webm") | (false, "webm") => "libvpx-vp9",
+        (true, _) => "libx264rgb",
+        (false, _) => "libx264",
+    };
+    let codec = enc.codec.clone().unwrap_or_else(|| default.into());
+    let vp9 = codec.contains("vpx");
+    let (pix_fmt, quality): (&str, Vec<String>) = match (enc.lossless, t.container) {
+        (true, "mkv") => (if t.deep { "gbrp16le" } else { "bgr0" }, vec![]),
+        (true, "webm") => (
+            if t.deep { "gbrp10le" } else { "gbrp" },
+            vec!["-lossless".into(), "1".into()],
+        ),
+        (true, _) => ("rgb24", vec!["-qp".into(), "0".into()]),
+        (false, _) => {
+            let crf = enc.crf.unwrap_or(if vp9 { 24 } else { 18 });
+            let mut q = vec!["-crf".into(), crf.to_string()];
+            if vp9 {
+                q.extend(["-b:v".into(), "0".into()]);
+            }
+            (if t.deep { "yuv420p10le" } else { "yuv420p" }, q)
+        }
+    };
+    (codec, pix_fmt, quality)
+}
+
+/// Whether the encoder is given RGB (lossless): no Y'CbCr matrix or range then.
+fn rgb_out(pix_fmt: &str) -> bool {
+    ["gbr", "bgr", "rgb"].iter().any(|p| pix_fmt.starts_with(p))
+}
+
+/// The source's time base (90 kHz where it has none): the ticks of a variable frame rate's timestamps.
+fn time_base(t: &Target<'_>) -> Rational {
+    t.source
+        .and_then(|(_, p)| p.video.time_base)
+        .unwrap_or(Rational { num: 1, den: 90000 })
+}
+
 /// The encoder's arguments after the program name: raw frames on standard input, the source's other
-/// streams, the codec, the colour tags and the output file.
-pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filter_script: Option<&Path>) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec![];
-    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+/// streams, the codec, the colour tags, the filters and the output file.
+pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filters: Filters<'_>) -> Vec<OsString> {
     let (h, w) = t.size;
-    push(&["-f", "rawvideo", "-pix_fmt", if t.deep { "rgb48le" } else { "rgb24" }]);
-    push(&[
+    let mut a: Vec<OsString> = [
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        if t.deep { "rgb48le" } else { "rgb24" },
         "-s",
         &format!("{w}x{h}"),
         "-framerate",
         &t.rate.to_string(),
         "-i",
         "pipe:0",
-    ]);
-    let video = t.source.map(|(_, p)| &p.video);
+    ]
+    .map(OsString::from)
+    .into();
     let mut maps = vec!["-map".to_string(), "0:v:0".into()];
     let mut stream_args: Vec<String> = vec![];
     if let Some((path, probe)) = t.source {
-        let mut inputs = t.window.args();
-        inputs.push("-i".into());
-        a.extend(inputs.into_iter().map(OsString::from));
+        a.extend(t.window.args().into_iter().map(OsString::from));
+        a.push("-i".into());
         a.push(path.as_os_str().to_owned());
         let (mut audio, mut subs) = (0, 0);
         for s in &probe.others {
-            match s.kind.as_str() {
-                "audio" => {
-                    let keep = match t.container {
-                        "webm" => matches!(s.codec.as_str(), "opus" | "vorbis"),
-                        "mp4" => !s.codec.starts_with("pcm_"),
-                        _ => true,
-                    };
-                    let codec = if keep {
-                        "copy"
-                    } else if t.container == "webm" {
-                        "libopus"
-                    } else {
-                        "aac"
-                    };
-                    maps.extend(["-map".into(), format!("1:{}", s.index)]);
-                    stream_args.extend([format!("-c:a:{audio}"), codec.into()]);
-                    audio += 1;
-                }
-                "subtitle" => {
-                    let text = matches!(
-                        s.codec.as_str(),
-                        "subrip" | "ass" | "ssa" | "mov_text" | "webvtt" | "text"
-                    );
-                    let codec = match t.container {
-                        "mkv" if s.codec == "mov_text" => Some("srt"),
-                        "mkv" => Some("copy"),
-                        "mp4" | "mov" if text => Some("mov_text"),
-                        "webm" if text => Some("webvtt"),
-                        _ => None,
-                    };
-                    if let Some(c) = codec {
-                        maps.extend(["-map".into(), format!("1:{}", s.index)]);
-                        stream_args.extend([format!("-c:s:{subs}"), c.into()]);
-                        subs += 1;
-                    }
-                }
-                _ => {}
-            }
+            let codec = match s.kind.as_str() {
+                "audio" => Some(audio_codec(t.container, &s.codec)),
+                "subtitle" => subtitle_codec(t.container, &s.codec),
+                _ => None,
+            };
+            let Some(codec) = codec else { continue };
+            maps.extend(["-map".into(), format!("1:{}", s.index)]);
+            let counter = if s.kind == "audio" { &mut audio } else { &mut subs };
+            stream_args.extend([format!("-c:{}:{counter}", &s.kind[..1]), codec.into()]);
+            *counter += 1;
         }
     }
     a.extend(maps.into_iter().map(OsString::from));
-    let (codec, pix_fmt, quality): (String, &str, Vec<String>) = match (enc.lossless, t.container) {
-        (true, "mkv") => ("ffv1".into(), if t.deep { "gbrp16le" } else { "bgr0" }, vec![]),
-        (true, "webm") => (
-            "libvpx-vp9".into(),
-            if t.deep { "gbrp10le" } else { "gbrp" },
-            vec!["-lossless".into(), "1".into()],
-        ),
-        (true, _) => ("libx264rgb".into(), "rgb24", vec!["-qp".into(), "0".into()]),
-        (false, container) => {
-            let codec = enc.codec.clone().unwrap_or_else(|| {
-                if container == "webm" {
-                    "libvpx-vp9".into()
-                } else {
-                    "libx264".into()
-                }
-            });
-            let vp9 = codec.contains("vpx");
-            let crf = enc.crf.unwrap_or(if vp9 { 24 } else { 18 });
-            let mut q = vec!["-crf".into(), crf.to_string()];
-            if vp9 {
-                q.extend(["-b:v".into(), "0".into()]);
-            }
-            (codec, if t.deep { "yuv420p10le" } else { "yuv420p" }, q)
-        }
-    };
-    let codec = if enc.lossless {
-        enc.codec.clone().unwrap_or(codec)
-    } else {
-        codec
-    };
+    let (codec, pix_fmt, quality) = video_codec(t, enc);
     a.extend(["-c:v", codec.as_str(), "-pix_fmt", pix_fmt].map(OsString::from));
     a.extend(quality.into_iter().map(OsString::from));
-    let rgb_out = pix_fmt.starts_with("gbr") || pix_fmt.starts_with("bgr") || pix_fmt.starts_with("rgb");
-    // The colour tags, and the matrix and range the RGB → Y'CbCr conversion uses to match them (swscale
-    // would use BT.601 in limited range otherwise).
-    let mut filters: Vec<String> = vec![];
-    if let Some(ts) = t.timestamps {
-        let tb = video
-            .and_then(|v| v.time_base)
-            .unwrap_or(Rational { num: 1, den: 90000 });
-        filters.push(format!("settb={tb}"));
-        filters.push(format!("setpts='{}'", timestamp_expression(ts, 0, ts.len())));
-    }
-    push_colour(&mut a, &mut filters, video, h, rgb_out);
-    if let Some(script) = filter_script {
-        a.push("-filter_script:v".into());
-        a.push(script.as_os_str().to_owned());
-    }
+    let video = t.source.map(|(_, p)| &p.video);
+    a.extend(colour(video, h, rgb_out(pix_fmt)).0.into_iter().map(OsString::from));
     if t.timestamps.is_some() {
         // Each frame at its own time: no frames dropped or repeated, and the encoder counts in the source's
         // time base (its default, one frame period, would round the times to the average rate).
-        let tb = video
-            .and_then(|v| v.time_base)
-            .unwrap_or(Rational { num: 1, den: 90000 });
-        a.extend(["-fps_mode", "passthrough", "-enc_time_base:v", &tb.to_string()].map(OsString::from));
+        let tb = time_base(t).to_string();
+        a.extend(["-fps_mode", "passthrough", "-enc_time_base:v", &tb].map(OsString::from));
     }
     a.extend(stream_args.into_iter().map(OsString::from));
     if t.container == "mp4" || t.container == "mov" {
         a.extend(["-movflags", "+faststart"].map(OsString::from));
+    }
+    match filters {
+        Filters::Inline("") => {}
+        Filters::Inline(chain) => a.extend(["-vf", chain].map(OsString::from)),
+        Filters::Script(path) => {
+            a.push("-filter_script:v".into());
+            a.push(path.as_os_str().to_owned());
+        }
     }
     let format = match t.container {
         "mkv" => "matroska",
@@ -201,30 +188,50 @@ pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filter_script
     };
     a.extend(["-f", format, "-y"].map(OsString::from));
     a.push(output.as_os_str().to_owned());
-    // The filters go in a script file where one is given (a variable frame rate's table can be long);
-    // here they are returned for the caller to write.
-    if filter_script.is_none() && !filters.is_empty() {
-        let at = a.len() - 4;
-        a.insert(at, "-vf".into());
-        a.insert(at + 1, filters.join(",").into());
-    }
     a
 }
 
-/// The filters of an encode, written to a script file for variable frame rates.
-pub fn encoder_filters(t: &Target<'_>, enc: &Encoding) -> String {
-    let args = encoder_args(t, enc, Path::new("out"), None);
-    args.iter()
-        .position(|a| a == "-vf")
-        .map(|i| args[i + 1].to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// An audio stream's codec in `container`: copied, unless the container cannot hold it (Opus for WebM,
+/// AAC for PCM in MP4).
+fn audio_codec(container: &str, codec: &str) -> &'static str {
+    match container {
+        "webm" if !matches!(codec, "opus" | "vorbis") => "libopus",
+        "mp4" if codec.starts_with("pcm_") => "aac",
+        _ => "copy",
+    }
 }
 
-fn push_colour(a: &mut Vec<OsString>, filters: &mut Vec<String>, v: Option<&VideoInfo>, height: usize, rgb_out: bool) {
-    let mut tag = |flag: &str, value: &str| {
-        a.push(flag.into());
-        a.push(value.into());
-    };
+/// A subtitle stream's codec in `container`: copied or converted to the container's text kind; None
+/// (left out) for bitmap subtitles outside Matroska.
+fn subtitle_codec(container: &str, codec: &str) -> Option<&'static str> {
+    let text = matches!(codec, "subrip" | "ass" | "ssa" | "mov_text" | "webvtt" | "text");
+    match container {
+        "mkv" if codec == "mov_text" => Some("srt"),
+        "mkv" => Some("copy"),
+        "mp4" | "mov" if text => Some("mov_text"),
+        "webm" if text => Some("webvtt"),
+        _ => None,
+    }
+}
+
+/// The filter chain of an encode: the timestamp table for a variable frame rate, and the RGB → Y'CbCr
+/// conversion in the matrix and range of the colour tags (swscale would use BT.601 in limited range
+/// otherwise). Empty where there is nothing to do.
+pub fn encoder_filters(t: &Target<'_>, enc: &Encoding) -> String {
+    let mut filters = vec![];
+    if let Some(ts) = t.timestamps {
+        filters.push(format!("settb={}", time_base(t)));
+        filters.push(format!("setpts='{}'", timestamp_expression(ts, 0, ts.len())));
+    }
+    let (_, pix_fmt, _) = video_codec(t, enc);
+    filters.extend(colour(t.source.map(|(_, p)| &p.video), t.size.0, rgb_out(pix_fmt)).1);
+    filters.join(",")
+}
+
+/// The colour tag arguments, and the scale filter whose conversion matches them (None for RGB output).
+fn colour(v: Option<&VideoInfo>, height: usize, rgb_out: bool) -> (Vec<String>, Option<String>) {
+    let mut tags = vec![];
+    let mut tag = |flag: &str, value: &str| tags.extend([flag.to_string(), value.to_string()]);
     if let Some(p) = v.and_then(|v| v.primaries.as_deref()) {
         tag("-color_primaries", p);
     }
@@ -232,7 +239,7 @@ fn push_colour(a: &mut Vec<OsString>, filters: &mut Vec<String>, v: Option<&Vide
         tag("-color_trc", t);
     }
     if rgb_out {
-        return;
+        return (tags, None);
     }
     // The source's matrix and range where it is Y'CbCr; for an RGB source (or none) the usual choice for
     // the output's height (BT.709 from 720 lines, else BT.601) in limited range, tagged so players agree.
@@ -240,17 +247,14 @@ fn push_colour(a: &mut Vec<OsString>, filters: &mut Vec<String>, v: Option<&Vide
         .and_then(|v| v.matrix.as_deref().zip(Some(v.range.as_deref())))
         .filter(|(m, _)| scale_matrix(m).is_some())
     {
-        Some((m, r)) => (m.to_string(), r.unwrap_or("tv").to_string()),
-        None => (
-            if height >= 720 { "bt709" } else { "smpte170m" }.to_string(),
-            "tv".to_string(),
-        ),
+        Some((m, r)) => (m, r.unwrap_or("tv")),
+        None => (if height >= 720 { "bt709" } else { "smpte170m" }, "tv"),
     };
-    tag("-colorspace", &matrix);
-    tag("-color_range", &range);
-    let m = scale_matrix(&matrix).unwrap_or("bt601");
+    tag("-colorspace", matrix);
+    tag("-color_range", range);
+    let m = scale_matrix(matrix).unwrap_or("bt601");
     let r = if range == "pc" { "full" } else { "limited" };
-    filters.push(format!("scale=out_color_matrix={m}:out_range={r}"));
+    (tags, Some(format!("scale=out_color_matrix={m}:out_range={r}")))
 }
 
 #[cfg(test)]
@@ -291,7 +295,7 @@ mod tests {
     }
 
     fn args(t: &Target<'_>, enc: &Encoding) -> String {
-        encoder_args(t, enc, Path::new("o"), None)
+        encoder_args(t, enc, Path::new("o"), Filters::Inline(&encoder_filters(t, enc)))
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()

@@ -129,6 +129,18 @@ pub struct VideoReport {
     pub notes: Vec<String>,
 }
 
+/// Whether `output` can be written: what it asks for (see [`output_kind`]), and an [`Error::Exists`] where it
+/// exists without `overwrite`.
+pub fn check_output(output: &Path, overwrite: bool) -> Result<Option<&'static str>> {
+    let kind = output_kind(output)?;
+    if output.exists() && !overwrite {
+        return Err(Error::Exists {
+            path: output.to_path_buf(),
+        });
+    }
+    Ok(kind)
+}
+
 /// What an output path asks for: a container by its extension, or a folder of frames.
 pub fn output_kind(output: &Path) -> Result<Option<&'static str>> {
     if output.is_dir() || output.extension().is_none() {
@@ -161,12 +173,7 @@ pub fn restore_video(
     control: &Control<'_>,
     on_frame: &(dyn Fn(FrameProgress) + Sync),
 ) -> Result<VideoReport> {
-    let container = output_kind(output)?;
-    if output.exists() && !opts.overwrite {
-        return Err(Error::Exists {
-            path: output.to_path_buf(),
-        });
-    }
+    let container = check_output(output, opts.overwrite)?;
     let source = Source::open(input)?;
     let mut report = VideoReport {
         output: output.to_path_buf(),
@@ -174,14 +181,10 @@ pub fn restore_video(
     };
     let max_pixels = pipeline.options().max_pixels;
     let mut total = source.expected_frames(&opts.window);
-    let priors = if opts.prior == PriorMode::Shot {
-        let shots = analyse(pipeline, &source, opts, control, on_frame)?;
-        total = Some(shots.iter().map(|s| s.frames).sum());
-        report.shots = shots;
-        true
-    } else {
-        false
-    };
+    if opts.prior == PriorMode::Shot {
+        report.shots = analyse(pipeline, &source, opts, control, total, on_frame)?;
+        total = Some(report.shots.iter().map(|s| s.frames).sum());
+    }
     let mut frames = source.frames(&opts.window, max_pixels)?;
     // The first frame decides the output's size and depth.
     let Some(first) = frames.next_frame()? else {
@@ -189,12 +192,10 @@ pub fn restore_video(
     };
     let deep = first.depth == Depth::Sixteen;
     let quantize = pipeline.quantize();
+    // With shot priors, frame i gets the prior of the last shot that starts at or before it.
     let prior_of = |i: usize| -> Option<&[f32]> {
-        if !priors {
-            return None;
-        }
-        let k = report.shots.partition_point(|s| s.first <= i).saturating_sub(1);
-        report.shots.get(k).map(|s| s.prior.as_slice())
+        let k = report.shots.partition_point(|s| s.first <= i).checked_sub(1)?;
+        Some(report.shots[k].prior.as_slice())
     };
     let restore = |picture: &crate::image_io::Picture, i: usize| {
         let frame_control = Control {
@@ -222,16 +223,17 @@ pub fn restore_video(
     let mut sink = match container {
         None => sink::Sink::folder(output, deep)?,
         Some(container) => {
+            // A variable frame rate's nominal rate is its average (its frames get their own times).
             let (rate, src) = match &source {
                 Source::File { path, probe } => (
-                    probe.video.avg_rate.unwrap_or(probe.video.rate),
+                    probe
+                        .video
+                        .avg_rate
+                        .filter(|_| timestamps.is_some())
+                        .unwrap_or(probe.video.rate),
                     Some((path.as_path(), probe.as_ref())),
                 ),
                 Source::Folder { .. } => (source::folder_rate(opts.fps), None),
-            };
-            let rate = match &source {
-                Source::File { probe, .. } if !probe.video.variable_rate() => probe.video.rate,
-                _ => rate,
             };
             let target = command::Target {
                 container,
@@ -272,17 +274,13 @@ pub fn restore_video(
     let (to_restore, decoded) = sync_channel::<Result<crate::image_io::Picture>>(QUEUE);
     let (to_write, restored) = sync_channel::<crate::preprocess::Image>(QUEUE);
     let count = std::thread::scope(|scope| -> Result<usize> {
-        scope.spawn(move || loop {
-            let next = frames.next_frame();
-            let end = !matches!(next, Ok(Some(_)));
-            let item = next.transpose();
-            match item {
-                Some(item) => {
-                    if to_restore.send(item).is_err() || end {
-                        break;
-                    }
+        // The decoder stops at the end, at its first error (sent on), or once the restore stopped listening.
+        scope.spawn(move || {
+            while let Some(item) = frames.next_frame().transpose() {
+                let failed = item.is_err();
+                if to_restore.send(item).is_err() || failed {
+                    break;
                 }
-                None => break,
             }
         });
         let writer = scope.spawn(move || -> Result<sink::Sink> {
@@ -337,10 +335,10 @@ pub fn restore_video(
             return Err(e);
         }
         let sink = written?;
-        if priors && done != report.shots.iter().map(|s| s.frames).sum::<usize>() {
+        if !report.shots.is_empty() && total != Some(done) {
             return Err(Error::input(
                 input,
-                format!("the second reading gave {done} frames, the first {:?}", total),
+                format!("the second reading gave {done} frames, the first {total:?}"),
             ));
         }
         if let Some(ts) = &timestamps {
@@ -368,9 +366,9 @@ fn analyse(
     source: &Source,
     opts: &VideoOptions,
     control: &Control<'_>,
+    total: Option<usize>,
     on_frame: &(dyn Fn(FrameProgress) + Sync),
 ) -> Result<Vec<Shot>> {
-    let total = source.expected_frames(&opts.window);
     let mut frames = source.frames(&opts.window, pipeline.options().max_pixels)?;
     let mut scores = vec![];
     let mut features: Vec<PooledFeatures> = vec![];

@@ -2,11 +2,12 @@
 //! rotation) and the other streams to copy. ffprobe's JSON is read with serde; unknown fields are
 //! ignored since ffprobe adds fields from version to version.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::tools::{last_line, Tool};
+use super::tools::Tool;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -157,20 +158,17 @@ fn known(v: &Option<String>) -> Option<String> {
 /// Probe `path`: an input error when ffprobe cannot read it (not a media file, truncated) or it has no
 /// video stream.
 pub fn probe(path: &Path) -> Result<Probe> {
-    let out = Tool::Ffprobe
-        .command()?
-        .args(["-show_streams", "-show_format", "-of", "json"])
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| Tool::Ffprobe.failed(&format!("cannot start: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::input(
-            path,
-            format!("ffprobe cannot read it: {}", last_line(&out.stderr, "no reason given")),
-        ));
-    }
-    parse(path, &out.stdout)
+    let args = [
+        OsStr::new("-show_streams"),
+        OsStr::new("-show_format"),
+        OsStr::new("-of"),
+        OsStr::new("json"),
+        path.as_os_str(),
+    ];
+    let json = Tool::Ffprobe.output(args, |line| {
+        Error::input(path, format!("ffprobe cannot read it: {line}"))
+    })?;
+    parse(path, &json)
 }
 
 /// ffprobe's JSON for `path`.

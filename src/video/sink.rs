@@ -3,39 +3,37 @@
 //! under a temporary name next to the output and take the output's name only once everything is written,
 //! so an interrupted or failed run leaves no output behind.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{ChildStdin, Stdio};
 
-use super::command::{encoder_args, encoder_filters, Encoding, Target};
-use super::tools::{last_line, Tool};
+use super::command::{encoder_args, encoder_filters, Encoding, Filters, Target};
+use super::tools::{Running, Tool};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Carry, WriteOptions};
 use crate::preprocess::{Image, Quantize};
 
 /// Restored frames on their way out.
 pub enum Sink {
-    /// An ffmpeg encoder reading raw frames.
+    /// An ffmpeg encoder reading raw frames on its standard input.
     Encoder {
         /// The child.
-        child: Child,
+        child: Running,
         /// Its standard input.
-        stdin: Option<ChildStdin>,
-        /// Its error output, read on a thread.
-        errors: Option<std::thread::JoinHandle<Vec<u8>>>,
-        /// Where it writes.
-        temp: PathBuf,
+        stdin: ChildStdin,
+        /// The file it writes, removed unless finished.
+        temp: tempfile::NamedTempFile,
+        /// The filter script (variable frame rates), removed when dropped.
+        script: Option<tempfile::NamedTempFile>,
         /// The output.
         output: PathBuf,
-        /// The filter script, removed at the end.
-        script: Option<PathBuf>,
         /// 16-bit frames.
         deep: bool,
     },
     /// PNG files in a folder.
     Folder {
-        /// The folder written.
-        temp: PathBuf,
+        /// The folder written, removed unless finished.
+        temp: tempfile::TempDir,
         /// The output folder.
         output: PathBuf,
         /// Frames written.
@@ -45,60 +43,58 @@ pub enum Sink {
     },
 }
 
-/// A hidden name next to `output` for writing it.
-pub fn temp_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((s, e)) => (s.to_string(), format!(".{e}")),
-        None => (name.clone(), String::new()),
-    };
-    output.with_file_name(format!(".{stem}.partial-{}{ext}", std::process::id()))
-}
-
 impl Sink {
     /// Start an encoder writing `output` (in the container its extension names).
     pub fn encoder(t: &Target<'_>, enc: &Encoding, output: &Path) -> Result<Sink> {
-        let temp = temp_path(output);
-        let script = if t.timestamps.is_some() {
-            let path = temp.with_extension("filters.txt");
-            std::fs::write(&path, encoder_filters(t, enc)).map_err(|e| Error::io(&path, e))?;
-            Some(path)
-        } else {
-            None
+        let ext = output
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = image_io::temp_file_beside(output, &format!(".partial.{ext}"))?;
+        let filters = encoder_filters(t, enc);
+        // A variable frame rate's timestamp table can be long: the filters then go in a script file.
+        let script = match t.timestamps {
+            Some(_) => {
+                let mut f = image_io::temp_file_beside(output, ".filters.txt")?;
+                f.write_all(filters.as_bytes()).map_err(|e| Error::io(f.path(), e))?;
+                Some(f)
+            }
+            None => None,
         };
-        let mut child = Tool::Ffmpeg
-            .command()?
-            .args(encoder_args(t, enc, &temp, script.as_deref()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Tool::Ffmpeg.failed(&format!("cannot start: {e}")))?;
-        let stdin = child.stdin.take();
-        let stderr = child.stderr.take().expect("piped");
-        let errors = std::thread::spawn(move || {
-            let mut text = vec![];
-            let _ = stderr.take(1 << 20).read_to_end(&mut text);
-            text
-        });
+        let filters = match &script {
+            Some(f) => Filters::Script(f.path()),
+            None => Filters::Inline(&filters),
+        };
+        let mut command = Tool::Ffmpeg.command()?;
+        command.args(encoder_args(t, enc, temp.path(), filters));
+        let mut child = Tool::Ffmpeg.spawn(command, Stdio::piped(), Stdio::null())?;
+        let stdin = child.take_stdin().expect("piped");
         Ok(Sink::Encoder {
             child,
             stdin,
-            errors: Some(errors),
             temp,
-            output: output.to_path_buf(),
             script,
+            output: output.to_path_buf(),
             deep: t.deep,
         })
     }
 
     /// Start writing numbered PNG frames into the folder `output`.
     pub fn folder(output: &Path, deep: bool) -> Result<Sink> {
-        let temp = temp_path(output);
-        std::fs::create_dir_all(&temp).map_err(|e| Error::io(&temp, e))?;
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".diffir-").suffix(".partial");
+        // A folder's usual permissions (0777 less the umask) rather than a temporary folder's 0700.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o777));
+        }
+        let temp = builder.tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Sink::Folder {
             temp,
             output: output.to_path_buf(),
@@ -110,9 +106,7 @@ impl Sink {
     /// Write the next frame.
     pub fn write(&mut self, image: &Image, quantize: Quantize) -> Result<()> {
         match self {
-            Sink::Encoder {
-                stdin, deep, output, ..
-            } => {
+            Sink::Encoder { child, stdin, deep, .. } => {
                 let carry = Carry::default();
                 let bytes: Vec<u8> = if *deep {
                     image_io::to_samples::<u16>(image, &carry, quantize)?
@@ -122,20 +116,17 @@ impl Sink {
                 } else {
                     image_io::to_samples::<u8>(image, &carry, quantize)?
                 };
-                let pipe = stdin.as_mut().expect("open until finished");
-                let Err(e) = pipe.write_all(&bytes) else {
-                    return Ok(());
-                };
-                let output = output.clone();
-                // The encoder stopped early: its own message says why.
-                let why = self.stop_and_say();
-                Err(why.unwrap_or_else(|| Error::io(output, e)))
+                stdin.write_all(&bytes).or_else(|e| {
+                    // The encoder stopped early: its own message says why.
+                    child.finish("the encoder stopped")?;
+                    Err(Tool::Ffmpeg.failed(&format!("the encoder stopped reading: {e}")))
+                })
             }
             Sink::Folder {
                 temp, written, deep, ..
             } => {
                 *written += 1;
-                let path = temp.join(format!("frame_{:06}.png", *written));
+                let path = temp.path().join(format!("frame_{:06}.png", *written));
                 let carry = Carry {
                     sixteen_bit: *deep,
                     ..Carry::default()
@@ -150,87 +141,32 @@ impl Sink {
         }
     }
 
-    /// The encoder's error once it has exited early.
-    fn stop_and_say(&mut self) -> Option<Error> {
-        if let Sink::Encoder {
-            child, stdin, errors, ..
-        } = self
-        {
-            stdin.take();
-            let status = child.wait().ok()?;
-            let text = errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
-            return Some(Tool::Ffmpeg.failed(&format!(
-                "the encoder stopped: {}",
-                last_line(&text, &status.to_string())
-            )));
-        }
-        None
-    }
-
     /// Finish: wait for the encoder, then give the output its name (replacing an existing one only with
-    /// `overwrite`).
-    pub fn finish(mut self, overwrite: bool) -> Result<PathBuf> {
-        let (temp, output) = match &mut self {
+    /// `overwrite`). Dropped unfinished, a sink leaves nothing behind.
+    pub fn finish(self, overwrite: bool) -> Result<PathBuf> {
+        match self {
             Sink::Encoder {
-                child,
+                mut child,
                 stdin,
-                errors,
                 temp,
                 output,
                 ..
             } => {
-                stdin.take();
-                let status = child.wait().map_err(|e| Error::io(output.clone(), e))?;
-                let text = errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
-                if !status.success() {
-                    return Err(Tool::Ffmpeg.failed(&format!(
-                        "the encoder failed: {}",
-                        last_line(&text, &status.to_string())
-                    )));
-                }
-                (temp.clone(), output.clone())
+                drop(stdin);
+                child.finish("the encoder failed")?;
+                image_io::persist(temp, &output, overwrite)?;
+                Ok(output)
             }
-            Sink::Folder { temp, output, .. } => (temp.clone(), output.clone()),
-        };
-        if output.exists() {
-            if !overwrite {
-                return Err(Error::Exists { path: output });
-            }
-            let removed = if output.is_dir() {
-                std::fs::remove_dir_all(&output)
-            } else {
-                std::fs::remove_file(&output)
-            };
-            removed.map_err(|e| Error::io(&output, e))?;
-        }
-        std::fs::rename(&temp, &output).map_err(|e| Error::io(&output, e))?;
-        Ok(output)
-    }
-}
-
-impl Drop for Sink {
-    /// Whatever was not finished is removed (an interrupted or failed run leaves no output).
-    fn drop(&mut self) {
-        match self {
-            Sink::Encoder {
-                child,
-                stdin,
-                temp,
-                script,
-                ..
-            } => {
-                stdin.take();
-                if child.try_wait().ok().flatten().is_none() {
-                    let _ = child.kill();
+            Sink::Folder { temp, output, .. } => {
+                if output.exists() {
+                    if !overwrite {
+                        return Err(Error::Exists { path: output });
+                    }
+                    std::fs::remove_dir_all(&output).map_err(|e| Error::io(&output, e))?;
                 }
-                let _ = child.wait();
-                let _ = std::fs::remove_file(temp);
-                if let Some(s) = script {
-                    let _ = std::fs::remove_file(s);
-                }
-            }
-            Sink::Folder { temp, .. } => {
-                let _ = std::fs::remove_dir_all(temp);
+                std::fs::rename(temp.path(), &output).map_err(|e| Error::io(&output, e))?;
+                let _ = temp.keep();
+                Ok(output)
             }
         }
     }

@@ -3,10 +3,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use super::probe::{Probe, Rational, VideoInfo};
-use super::tools::{last_line, Tool};
+use super::tools::{last_line, Running, Tool};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Picture};
 
@@ -140,23 +140,11 @@ impl Source {
                         "-pix_fmt",
                     ])
                     .arg(if deep { "rgb48le" } else { "rgb24" })
-                    .arg("pipe:1")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                let mut child = cmd
-                    .spawn()
-                    .map_err(|e| Tool::Ffmpeg.failed(&format!("cannot start: {e}")))?;
-                let stderr = child.stderr.take().expect("piped");
-                let errors = std::thread::spawn(move || {
-                    let mut text = vec![];
-                    let _ = stderr.take(1 << 20).read_to_end(&mut text);
-                    text
-                });
+                    .arg("pipe:1");
+                let child = Tool::Ffmpeg.spawn(cmd, Stdio::null(), Stdio::piped())?;
                 Ok(Frames::Decoder(Decoder {
                     path: path.clone(),
                     child,
-                    errors: Some(errors),
                     height,
                     width,
                     deep,
@@ -171,8 +159,7 @@ impl Source {
 /// A running ffmpeg decoder.
 pub struct Decoder {
     path: PathBuf,
-    child: Child,
-    errors: Option<std::thread::JoinHandle<Vec<u8>>>,
+    child: Running,
     height: usize,
     width: usize,
     deep: bool,
@@ -209,28 +196,25 @@ impl Frames {
 impl Decoder {
     fn next_frame(&mut self) -> Result<Option<Picture>> {
         let sample = if self.deep { 2 } else { 1 };
-        let mut buf = vec![0u8; self.height * self.width * 3 * sample];
-        let stdout = self.child.stdout.as_mut().expect("piped");
-        let mut filled = 0;
-        while filled < buf.len() {
-            match stdout.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(&self.path, e)),
-            }
-        }
-        if filled < buf.len() {
-            let status = self.child.wait().map_err(|e| Error::io(&self.path, e))?;
-            let stderr = self.errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
-            if !status.success() || !stderr.is_empty() {
+        let size = self.height * self.width * 3 * sample;
+        let mut buf = Vec::with_capacity(size);
+        let stdout = self.child.stdout().expect("piped");
+        let filled = stdout
+            .take(size as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(&self.path, e))?;
+        if filled < size {
+            // The end of the stream: the decoder's exit and error output say whether it is the end of the
+            // video (a clean exit, nothing printed) or a failure.
+            let what = format!("could not decode it after {} frame(s)", self.read);
+            let printed = self
+                .child
+                .finish(&what)
+                .map_err(|e| Error::input(&self.path, e.to_string()))?;
+            if !printed.is_empty() {
                 return Err(Error::input(
                     &self.path,
-                    format!(
-                        "ffmpeg could not decode it after {} frame(s): {}",
-                        self.read,
-                        last_line(&stderr, &status.to_string())
-                    ),
+                    format!("ffmpeg: {what}: {}", last_line(&printed, "")),
                 ));
             }
             if filled > 0 {
@@ -250,15 +234,6 @@ impl Decoder {
             Picture::from_samples(h, w, 3, buf.iter().copied(), self.max_pixels)
         };
         picture.map(Some).map_err(|e| Error::input(&self.path, e.to_string()))
-    }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -286,7 +261,7 @@ pub fn frame_times(path: &Path, video: &VideoInfo, window: &Window) -> Result<Ve
     }
     let mut cmd: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
     cmd.push(path.as_os_str().to_owned());
-    let out = Tool::Ffprobe.output(cmd)?;
+    let out = Tool::Ffprobe.output(cmd, |line| Tool::Ffprobe.failed(&line))?;
     let tb = video.time_base.map_or(1.0 / 90000.0, |t| t.value());
     let end = window.duration.map_or(f64::INFINITY, |d| start + d);
     let mut times: Vec<i64> = String::from_utf8_lossy(&out)

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
@@ -80,25 +80,23 @@ impl Tool {
         Ok(c)
     }
 
-    /// Run to the end with `args`, returning standard output; its last error line when it fails.
-    pub fn output<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(self, args: I) -> Result<Vec<u8>> {
+    /// Run to the end with `args`, returning its standard output; where it fails, the error `failure` makes
+    /// of its last error line.
+    pub fn output<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
+        self,
+        args: I,
+        failure: impl FnOnce(String) -> Error,
+    ) -> Result<Vec<u8>> {
         let out = self
             .command()?
             .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| self.failed(&format!("cannot start: {e}")))?;
-        self.check(&out)?;
-        Ok(out.stdout)
-    }
-
-    /// An error unless the run succeeded.
-    pub fn check(self, out: &Output) -> Result<()> {
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(self.failed(&last_line(&out.stderr, &out.status.to_string())))
+        if !out.status.success() {
+            return Err(failure(last_line(&out.stderr, &out.status.to_string())));
         }
+        Ok(out.stdout)
     }
 
     /// The program failed: `msg` is what it said.
@@ -119,4 +117,77 @@ pub fn last_line(stderr: &[u8], otherwise: &str) -> String {
         .find(|l| !l.is_empty())
         .map(str::to_string)
         .unwrap_or_else(|| otherwise.to_string())
+}
+
+/// A running child: its error output read on a thread of its own (a full pipe never stalls it), and
+/// killed if dropped before it ended.
+pub struct Running {
+    tool: Tool,
+    child: std::process::Child,
+    errors: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Tool {
+    /// Start `command` (from [`Tool::command`]) with its standard input and output as given; its error
+    /// output is kept (the first MiB) for the message of a failure.
+    pub fn spawn(self, mut command: Command, stdin: Stdio, stdout: Stdio) -> Result<Running> {
+        let mut child = command
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.failed(&format!("cannot start: {e}")))?;
+        let stderr = child.stderr.take().expect("piped");
+        let errors = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut text = vec![];
+            let _ = stderr.take(1 << 20).read_to_end(&mut text);
+            text
+        });
+        Ok(Running {
+            tool: self,
+            child,
+            errors: Some(errors),
+        })
+    }
+}
+
+impl Running {
+    /// Its standard input (once), where piped.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Its standard output, where piped.
+    pub fn stdout(&mut self) -> Option<&mut std::process::ChildStdout> {
+        self.child.stdout.as_mut()
+    }
+
+    /// Wait for it to end (its standard input closed first): Ok with what it printed on its error output
+    /// where it succeeded, else an error with `what` and its last error line.
+    pub fn finish(&mut self, what: &str) -> Result<Vec<u8>> {
+        self.child.stdin.take();
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| self.tool.failed(&format!("{what}: {e}")))?;
+        let text = self.errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        if status.success() {
+            Ok(text)
+        } else {
+            Err(self
+                .tool
+                .failed(&format!("{what}: {}", last_line(&text, &status.to_string()))))
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.child.stdin.take();
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }

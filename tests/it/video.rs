@@ -517,7 +517,7 @@ fn an_interrupted_run_leaves_no_output() {
     let started = std::time::Instant::now();
     while !std::fs::read_dir(dir.path())
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".out"))
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".diffir-"))
     {
         assert!(started.elapsed().as_secs() < 60, "no temporary output appeared");
         std::thread::sleep(std::time::Duration::from_millis(50));
