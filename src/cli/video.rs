@@ -122,7 +122,7 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
         ));
     }
     // The input is checked before the model starts: a missing ffmpeg or an unreadable file says so first.
-    video::Source::open(&args.input)?;
+    let source = video::Source::open(&args.input)?;
     let mut options = args.engine.options()?;
     options.noise = Noise::Seed(args.seed);
     let pipeline = args.engine.open(args.model.bundle()?, &options)?;
@@ -166,7 +166,7 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
         cancel: Some(crate::interrupt::install()),
         ..Control::default()
     };
-    let result = video::restore_video(&pipeline, &args.input, &args.output, &opts, &control, &progress);
+    let result = video::restore_source(&pipeline, &source, &args.output, &opts, &control, &progress);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -173,8 +173,20 @@ pub fn restore_video(
     control: &Control<'_>,
     on_frame: &(dyn Fn(FrameProgress) + Sync),
 ) -> Result<VideoReport> {
+    restore_source(pipeline, &Source::open(input)?, output, opts, control, on_frame)
+}
+
+/// [`restore_video`] of a source already opened (probed once, before the model starts).
+pub fn restore_source(
+    pipeline: &Pipeline,
+    source: &Source,
+    output: &Path,
+    opts: &VideoOptions,
+    control: &Control<'_>,
+    on_frame: &(dyn Fn(FrameProgress) + Sync),
+) -> Result<VideoReport> {
     let container = check_output(output, opts.overwrite)?;
-    let source = Source::open(input)?;
+    let input = source.path();
     let mut report = VideoReport {
         output: output.to_path_buf(),
         ..VideoReport::default()
@@ -182,7 +194,7 @@ pub fn restore_video(
     let max_pixels = pipeline.options().max_pixels;
     let mut total = source.expected_frames(&opts.window);
     if opts.prior == PriorMode::Shot {
-        report.shots = analyse(pipeline, &source, opts, control, total, on_frame)?;
+        report.shots = analyse(pipeline, source, opts, control, total, on_frame)?;
         total = Some(report.shots.iter().map(|s| s.frames).sum());
     }
     let mut frames = source.frames(&opts.window, max_pixels)?;
