@@ -3,11 +3,14 @@
 # image's name and size.
 #
 #   scripts/build-image.sh [--cuda] [--tag NAME] [--prebuilt [BINARY]] [--engine podman|docker] [-- BUILD_ARGS...]
+#   scripts/build-image.sh --fetch [--cuda]
 #
 #   --cuda        the `cuda` target (default: `cpu`); the default tag is diffir:VERSION-cuda (diffir:VERSION)
 #   --prebuilt    copy the binary in (default target/release/diffir, built with `cargo build --release`)
 #                 instead of compiling it in the Containerfile's `build` stage (which needs rust:1-bookworm)
 #   --engine      podman (default where installed) or docker
+#   --fetch       only download the wheels into the cache (the CPU image's, and with --cuda the CUDA image's
+#                 too), so a later build needs no network; builds nothing
 #   after --      more arguments for `podman build` / `docker build` (podman on some machines needs
 #                 --isolation chroot)
 #
@@ -24,6 +27,7 @@ TARGET=cpu
 TAG=
 PREBUILT=
 ENGINE=
+FETCH=
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,12 +37,13 @@ while [ $# -gt 0 ]; do
       PREBUILT=target/release/diffir
       if [ $# -gt 1 ] && [ "${2#-}" = "$2" ]; then PREBUILT="$2"; shift; fi ;;
     --engine) ENGINE="$2"; shift ;;
+    --fetch) FETCH=1 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "error: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
 done
-if [ -z "$ENGINE" ]; then
+if [ -z "$ENGINE" ] && [ -z "$FETCH" ]; then
   if command -v podman >/dev/null; then ENGINE=podman; elif command -v docker >/dev/null; then ENGINE=docker; else
     echo "error: neither podman nor docker is installed (apt-get install podman)" >&2; exit 2
   fi
@@ -82,6 +87,18 @@ with zipfile.ZipFile(whl) as z:
 PYEOF
 }
 
+if [ -n "$FETCH" ]; then
+  wheel "onnxruntime==$ORT" onnxruntime
+  if [ "$TARGET" = cuda ]; then
+    wheel "onnxruntime-gpu==$ORT" onnxruntime_gpu
+    wheel 'nvidia-cuda-runtime~=13.0' nvidia_cuda_runtime
+    wheel 'nvidia-cublas~=13.0' nvidia_cublas
+    wheel 'nvidia-curand~=10.0' nvidia_curand
+    wheel 'nvidia-cuda-nvrtc~=13.0' nvidia_cuda_nvrtc
+    wheel 'nvidia-cudnn-cu13~=9.0' nvidia_cudnn_cu13
+  fi
+  exit 0
+fi
 rm -rf "$DIST/$TARGET"
 if [ "$TARGET" = cpu ]; then
   extract "$(wheel "onnxruntime==$ORT" onnxruntime)" "$DIST/cpu" "libonnxruntime.so.$ORT"

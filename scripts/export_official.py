@@ -5,27 +5,16 @@
 The test command runs this before `cargo test`, so the slow PyTorch exports happen here, once per exporter
 version: bundles go to OUT/HASH/NAME, where HASH is the exporter-source hash that tests/it/official.rs
 computes the same way (SHA-256 over each .py file under export/diffir_export, sorted by relative path, as
-path NUL content NUL; the first 16 hex digits). Bundles already there are kept.
+path NUL content NUL; the first 16 hex digits). The exports are cached for every clone on the machine
+(scripts/export_cache.py): a bundle already exported by this exporter version is copied, not exported again.
 """
 
 import argparse
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def exporter_hash() -> str:
-    src = ROOT / "export" / "diffir_export"
-    h = hashlib.sha256()
-    for path in sorted(src.rglob("*.py"), key=lambda p: p.relative_to(src).as_posix()):
-        h.update(path.relative_to(src).as_posix().encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+from export_cache import ROOT, cached, exporter_hash, files_hash
 
 
 def main() -> int:
@@ -36,14 +25,17 @@ def main() -> int:
     if not args.official.is_dir():
         print(f"official fixtures not found at {args.official}: nothing to export")
         return 0
-    out = args.out / exporter_hash()
+    version = exporter_hash()
     for ckpt in sorted(args.official.glob("*/checkpoint.pth")):
-        dest = out / ckpt.parent.name
-        if (dest / "bundle.yaml").is_file():
-            continue
-        print(f"exporting {ckpt.parent.name} -> {dest}", flush=True)
-        cmd = [sys.executable, "-m", "diffir_export", "export", "--checkpoint", str(ckpt), "--out", str(dest)]
-        subprocess.run([*cmd, "--overwrite"], check=True, cwd=ROOT / "export")
+        name = ckpt.parent.name
+
+        def export(dest: Path, ckpt: Path = ckpt, name: str = name) -> None:
+            print(f"exporting {name} -> {dest}", flush=True)
+            cmd = [sys.executable, "-m", "diffir_export", "export", "--checkpoint", str(ckpt), "--out", str(dest)]
+            subprocess.run([*cmd, "--overwrite"], check=True, cwd=ROOT / "export")
+
+        # Keyed by the exporter and the fixture's files, placed where the tests look (by exporter version).
+        cached(f"{version}-{files_hash(ckpt.parent)}", name, args.out / version / name, export)
     return 0
 
 

@@ -6,7 +6,8 @@ whose figures depend on the network's size, not on its weights (tests/it/activat
 
 The configs default to configs/realsr_x2.yaml and configs/deblur_gopro.yaml. Each bundle goes to OUT/NAME
 (NAME: the config's name); one already there is kept. The test command runs this before `cargo test`
-(about a minute per bundle on 2 cores, once).
+(about a minute per bundle on 2 cores, once per machine: the exports are cached for every clone, keyed by the
+exporter's source and the config, scripts/export_cache.py).
 """
 
 import argparse
@@ -16,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "export"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from export_cache import cached, exporter_hash, files_hash  # noqa: E402
 
 
 def export_random(config: Path, dest: Path, fp16: bool = False) -> None:
@@ -51,7 +55,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "random-bundles")
     args = ap.parse_args()
     for config in args.config:
-        export_random(config, args.out / ModelConfig.load(config).name)
+        name = ModelConfig.load(config).name
+        key = f"random-{exporter_hash()}-{files_hash(config)}"
+        cached(key, name, args.out / name, lambda dest, config=config: export_random(config, dest))
     return 0
 
 

@@ -25,6 +25,31 @@ pub fn available_memory() -> Option<u64> {
     }
 }
 
+/// What this process may still allocate: [`available_memory`], lowered to the address space left under
+/// its own limit (`ulimit -v`, RLIMIT_AS) where it has one. None where nothing can be read.
+pub fn room() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    let address_space = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY)
+        .then(|| {
+            let used = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmSize:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    .map(|kb| kb * 1024)
+            });
+            limit.rlim_cur.saturating_sub(used.unwrap_or(0))
+        });
+    match (available_memory(), address_space) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A byte count as `--max-memory` takes it: a number with an optional unit, K/M/G/T (also KiB… and
 /// KB…, all powers of 1024) or B.
 pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {

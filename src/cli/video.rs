@@ -46,8 +46,8 @@ pub struct VideoArgs {
     /// Start this many seconds in (a folder of frames: this many frames).
     #[arg(long, value_name = "SECONDS", value_parser = parse_time)]
     pub start: Option<f64>,
-    /// Restore this many seconds (a folder of frames: this many frames).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_time)]
+    /// Restore this many seconds (a folder of frames: this many frames); more than 0.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
     pub duration: Option<f64>,
     /// Frame rate of a folder of frames written as a video (e.g. 24, 30000/1001) [default: 24].
     #[arg(long, value_parser = |s: &str| Rational::parse(s).ok_or_else(|| format!("'{s}' is not a frame rate")))]
@@ -64,6 +64,9 @@ pub struct VideoArgs {
     /// Do nothing when the output exists already (a finished run).
     #[arg(long)]
     pub skip_existing: bool,
+    /// Refuse a video whose frames have more pixels than this, before decoding it.
+    #[arg(long, default_value_t = crate::image_io::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 fn parse_frames(s: &str) -> std::result::Result<usize, String> {
@@ -80,10 +83,22 @@ fn parse_fraction(s: &str) -> std::result::Result<f32, String> {
     }
 }
 
+/// The longest time taken: a year of video, in seconds (ffmpeg's own limit is far above; past it the number
+/// is no time a video has).
+const MAX_SECONDS: f64 = 366.0 * 86400.0;
+
 fn parse_time(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a number of seconds")),
+        Ok(v) if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0 to {MAX_SECONDS}")),
+    }
+}
+
+fn parse_duration(s: &str) -> std::result::Result<f64, String> {
+    match parse_time(s)? {
+        // ffmpeg reads `-t 0` as no limit: the whole clip would be restored.
+        v if v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' restores nothing: a duration is more than 0 seconds")),
     }
 }
 
@@ -112,10 +127,12 @@ fn frame_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
 
 /// `diffir video`.
 pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
+    // Ctrl-C is handled before the first child starts (the prober of a stalled input included).
+    let cancel = crate::interrupt::install();
     if args.output.exists() && args.skip_existing {
         return Ok(VideoDone::Skipped);
     }
-    video::check_output(&args.output, args.overwrite)?;
+    video::check_output(&args.input, &args.output, args.overwrite)?;
     if args.input.as_os_str() == "-" {
         return Err(Error::Usage(
             "diffir video reads a file or a folder; for a YUV4MPEG2 pipe use diffir restore - -o - --format y4m".into(),
@@ -125,6 +142,7 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
     let source = video::Source::open(&args.input)?;
     let mut options = args.engine.options()?;
     options.noise = Noise::Seed(args.seed);
+    options.max_pixels = args.max_pixels;
     let pipeline = args.engine.open(args.model.bundle()?, &options)?;
     let opts = VideoOptions {
         prior: args.prior.parse::<PriorMode>().map_err(Error::Usage)?,
@@ -163,7 +181,7 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
         }
     };
     let control = Control {
-        cancel: Some(crate::interrupt::install()),
+        cancel: Some(cancel),
         ..Control::default()
     };
     let result = video::restore_source(&pipeline, &source, &args.output, &opts, &control, &progress);
@@ -192,8 +210,10 @@ pub(super) fn restore_y4m(
             "standard output is a terminal; redirect it to a file or a pipe",
         ));
     }
+    // Ctrl-C is handled from here on, and a stalled pipe cannot keep it waiting.
+    let cancel = crate::interrupt::install();
     let reader: Box<dyn std::io::Read> = if input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+        Box::new(crate::interrupt::InterruptibleStdin::new())
     } else {
         Box::new(std::io::BufReader::new(
             std::fs::File::open(input).map_err(|e| Error::io(input, e))?,
@@ -201,7 +221,7 @@ pub(super) fn restore_y4m(
     };
     let pipeline = args.engine.open(bundle, options)?;
     let control = Control {
-        cancel: Some(crate::interrupt::install()),
+        cancel: Some(cancel),
         ..Control::default()
     };
     let finish = Finish {

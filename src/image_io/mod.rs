@@ -212,22 +212,38 @@ fn limit_icc(icc: Option<Vec<u8>>) -> (Option<Vec<u8>>, Vec<String>) {
     }
 }
 
+/// An image file's (height, width) from its header, where it is a regular file in a format the header says
+/// (None otherwise: the read that follows reports what is wrong).
+pub fn dimensions(path: &Path) -> Option<(u64, u64)> {
+    if !std::fs::metadata(path).ok()?.is_file() || extension(path) == "npy" {
+        return None;
+    }
+    let (w, h) = image::ImageReader::open(path)
+        .ok()?
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()?;
+    Some((h as u64, w as u64))
+}
+
 /// Read an RGB image in [0, 1] (see `read_picture`).
 pub fn read_image(path: &Path) -> Result<Image> {
     Ok(read_picture(path, DEFAULT_MAX_PIXELS)?.rgb)
 }
 
-fn check_pixels(path: &Path, height: u64, width: u64, max_pixels: u64) -> Result<()> {
-    if height * width > max_pixels {
-        return Err(Error::TooLarge {
+/// A [`Error::TooLarge`] where `width` × `height` is over `max_pixels` (sizes whose product overflows are).
+pub(crate) fn check_pixels(path: &Path, height: u64, width: u64, max_pixels: u64) -> Result<()> {
+    match height.checked_mul(width) {
+        Some(n) if n <= max_pixels => Ok(()),
+        n => Err(Error::TooLarge {
             path: path.into(),
             msg: format!(
                 "{width}x{height} is {} pixels, over the limit of {max_pixels} (--max-pixels)",
-                width * height
+                n.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
             ),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Decode with limits, apply the EXIF orientation, and return the ICC profile.

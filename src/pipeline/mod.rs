@@ -304,12 +304,40 @@ impl Pipeline {
         overwrite: bool,
     ) -> Result<Vec<String>> {
         let format = crate::image_io::OutputFormat::from_path(output)?;
+        if let Some((h, w)) = crate::image_io::dimensions(input) {
+            self.check_room(input, h, w, finish)?;
+        }
         let picture = crate::image_io::read_picture(input, self.options.max_pixels)?;
         format.check_can_hold(output, picture.alpha.is_some())?;
         let done = self.restore_picture(&picture, mask, finish, control)?;
         let carry = done.carry(&picture);
         crate::image_io::write_picture(output, &done.image, &carry, &self.write_options(overwrite))?;
         Ok(picture.notes.iter().chain(&done.restored.notes).cloned().collect())
+    }
+
+    /// An error naming the figures where an `h`×`w` input's buffers (decoded, as floats, the result and its
+    /// encoding) and the memory budget would not fit in what the process may still allocate: that image is
+    /// refused before anything is allocated, and a batch goes on (an allocation that fails aborts).
+    fn check_room(&self, input: &Path, h: u64, w: u64, finish: Finish) -> Result<()> {
+        let Some(room) = crate::memory::room() else {
+            return Ok(());
+        };
+        let scale = finish.outscale.unwrap_or(0.0).max(self.bundle.scale() as f64);
+        let pixels = (h as f64) * (w as f64);
+        // Decoded (up to 8 bytes a pixel) and as floats with alpha (16); the result as floats (12) and its
+        // samples for the encoder (up to 6).
+        let need = pixels * 24.0 + pixels * scale * scale * 18.0 + self.options.max_memory.unwrap_or(0) as f64;
+        if need > room as f64 {
+            return Err(Error::TooLarge {
+                path: input.into(),
+                msg: format!(
+                    "{w}x{h} at x{scale} needs about {} for its pixels, and {} can still be allocated",
+                    crate::memory::size(need),
+                    crate::memory::size(room as f64)
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The initial noise and the tiling of one restore: the control's where it gives them, else the

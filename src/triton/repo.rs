@@ -219,7 +219,18 @@ pub fn write(bundle: &Bundle, out: &Path, opts: &RepoOptions) -> Result<Vec<Path
             if !opts.overwrite {
                 return Err(Error::Exists { path: dir });
             }
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            // Only what this writes is replaced, each file atomically: the model's other versions and
+            // files kept in its folder stay.
+            for (path, bytes) in [
+                (dir.join("1").join("model.onnx"), onnx.as_slice()),
+                (dir.join("config.pbtxt"), config.as_bytes()),
+            ] {
+                crate::image_io::write_atomically(&path, true, |w| {
+                    std::io::Write::write_all(w, bytes).map_err(|e| Error::io(&path, e))
+                })?;
+            }
+            written.push(dir);
+            continue;
         }
         // Written under a temporary name and renamed, so a failure leaves no half-written model.
         let tmp = out.join(format!(".{name}.partial"));

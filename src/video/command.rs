@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::probe::{Probe, Rational, VideoInfo};
 use super::source::Window;
+use super::tools::file_arg;
 
 /// The containers a video output may be, by extension.
 pub const CONTAINERS: [&str; 4] = ["mp4", "mkv", "mov", "webm"];
@@ -143,7 +144,7 @@ pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filters: Filt
     if let Some((path, probe)) = t.source {
         a.extend(t.window.args().into_iter().map(OsString::from));
         a.push("-i".into());
-        a.push(path.as_os_str().to_owned());
+        a.push(file_arg(path));
         let (mut audio, mut subs) = (0, 0);
         for s in &probe.others {
             let codec = match s.kind.as_str() {
@@ -179,7 +180,7 @@ pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filters: Filt
         Filters::Inline(chain) => a.extend(["-vf", chain].map(OsString::from)),
         Filters::Script(path) => {
             a.push("-filter_script:v".into());
-            a.push(path.as_os_str().to_owned());
+            a.push(file_arg(path));
         }
     }
     let format = match t.container {
@@ -187,7 +188,7 @@ pub fn encoder_args(t: &Target<'_>, enc: &Encoding, output: &Path, filters: Filt
         other => other,
     };
     a.extend(["-f", format, "-y"].map(OsString::from));
-    a.push(output.as_os_str().to_owned());
+    a.push(file_arg(output));
     a
 }
 
@@ -280,6 +281,7 @@ mod tests {
                 transfer: Some("bt709".into()),
                 primaries: Some("bt709".into()),
                 rotation: 0,
+                uneven: false,
             },
             others: others
                 .iter()
@@ -324,11 +326,11 @@ mod tests {
         };
         let a = args(&t, &Encoding::default());
         for part in [
-            "-f rawvideo -pix_fmt rgb24 -s 1280x720 -framerate 24/1 -i pipe:0 -ss 2 -i in.mkv",
+            "-f rawvideo -pix_fmt rgb24 -s 1280x720 -framerate 24/1 -i pipe:0 -ss 2 -i file:in.mkv",
             "-map 0:v:0 -map 1:1 -map 1:2 -c:v libx264 -pix_fmt yuv420p -crf 18",
             "-color_primaries bt709 -color_trc bt709 -colorspace bt709 -color_range tv",
             "-c:a:0 copy -c:s:0 mov_text",
-            "-vf scale=out_color_matrix=bt709:out_range=limited -f mp4 -y o",
+            "-vf scale=out_color_matrix=bt709:out_range=limited -f mp4 -y file:o",
         ] {
             assert!(a.contains(part), "{part}\nnot in\n{a}");
         }

@@ -3,7 +3,7 @@
 //! restoring and encoding at once with bounded queues; and YUV4MPEG2 streams frame by frame (`y4m.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 
 use crate::error::{Error, Result};
 use crate::image_io::Depth;
@@ -129,16 +129,45 @@ pub struct VideoReport {
     pub notes: Vec<String>,
 }
 
-/// Whether `output` can be written: what it asks for (see [`output_kind`]), and an [`Error::Exists`] where it
-/// exists without `overwrite`.
-pub fn check_output(output: &Path, overwrite: bool) -> Result<Option<&'static str>> {
+/// Whether `output` can be written from `input`: what it asks for (see [`output_kind`]); an error where it is
+/// the input or a folder holding it (replacing it would destroy the input, even with `overwrite`), and an
+/// [`Error::Exists`] where it exists without `overwrite`.
+pub fn check_output(input: &Path, output: &Path, overwrite: bool) -> Result<Option<&'static str>> {
     let kind = output_kind(output)?;
+    if holds(output, input) {
+        return Err(Error::input(
+            output,
+            format!(
+                "this output is the input {} or a folder holding it: choose another output",
+                crate::names::escaped(input)
+            ),
+        ));
+    }
     if output.exists() && !overwrite {
         return Err(Error::Exists {
             path: output.to_path_buf(),
         });
     }
     Ok(kind)
+}
+
+/// Whether the existing `output` is `input` (the same file, also through another link) or a folder that
+/// holds it.
+fn holds(output: &Path, input: &Path) -> bool {
+    let (Ok(out), Ok(inp)) = (std::fs::canonicalize(output), std::fs::canonicalize(input)) else {
+        return false;
+    };
+    if out == inp || (out.is_dir() && inp.starts_with(&out)) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(&out), std::fs::metadata(&inp)) {
+            return a.is_file() && (a.dev(), a.ino()) == (b.dev(), b.ino());
+        }
+    }
+    false
 }
 
 /// What an output path asks for: a container by its extension, or a folder of frames.
@@ -185,21 +214,33 @@ pub fn restore_source(
     control: &Control<'_>,
     on_frame: &(dyn Fn(FrameProgress) + Sync),
 ) -> Result<VideoReport> {
-    let container = check_output(output, opts.overwrite)?;
     let input = source.path();
+    let container = check_output(input, output, opts.overwrite)?;
     let mut report = VideoReport {
         output: output.to_path_buf(),
         ..VideoReport::default()
     };
     let max_pixels = pipeline.options().max_pixels;
+    if let Source::File { probe, .. } = source {
+        // The size ffprobe read is refused before a frame is decoded.
+        let (h, w) = probe.video.upright_size();
+        crate::image_io::check_pixels(input, h as u64, w as u64, max_pixels)?;
+    }
+    check_window(source, &opts.window)?;
     let mut total = source.expected_frames(&opts.window);
+    let announced = total;
     if opts.prior == PriorMode::Shot {
         report.shots = analyse(pipeline, source, opts, control, total, on_frame)?;
         total = Some(report.shots.iter().map(|s| s.frames).sum());
     }
-    let mut frames = source.frames(&opts.window, max_pixels)?;
+    let cancelled = || {
+        control
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let frames = Decoding::start(source.frames(&opts.window, max_pixels)?);
     // The first frame decides the output's size and depth.
-    let Some(first) = frames.next_frame()? else {
+    let Some(first) = frames.next(&cancelled)? else {
         return Err(Error::input(input, "it has no frames in the window asked for"));
     };
     let deep = first.depth == Depth::Sixteen;
@@ -283,18 +324,8 @@ pub fn restore_source(
     });
     // Decoding, restoring and writing run at once: the decoder and the writer on threads of their own,
     // with at most QUEUE frames waiting between them.
-    let (to_restore, decoded) = sync_channel::<Result<crate::image_io::Picture>>(QUEUE);
     let (to_write, restored) = sync_channel::<crate::preprocess::Image>(QUEUE);
     let count = std::thread::scope(|scope| -> Result<usize> {
-        // The decoder stops at the end, at its first error (sent on), or once the restore stopped listening.
-        scope.spawn(move || {
-            while let Some(item) = frames.next_frame().transpose() {
-                let failed = item.is_err();
-                if to_restore.send(item).is_err() || failed {
-                    break;
-                }
-            }
-        });
         let writer = scope.spawn(move || -> Result<sink::Sink> {
             sink.write(&first_out, quantize)?;
             for image in restored {
@@ -304,7 +335,7 @@ pub fn restore_source(
         });
         let mut done = 1;
         let mut failure = None;
-        for picture in decoded {
+        while let Some(picture) = frames.next(&cancelled).transpose() {
             let result = picture.and_then(|p| {
                 if (p.rgb.height, p.rgb.width) != (first.rgb.height, first.rgb.width) {
                     return Err(Error::input(
@@ -368,7 +399,31 @@ pub fn restore_source(
         Ok(done)
     })?;
     report.frames = count;
+    if let (Source::File { .. }, Some(t)) = (source, announced) {
+        // A container cut short (an MPEG-TS) ends cleanly early: the frames it announced tell.
+        if count + 1 < t {
+            report.notes.push(format!(
+                "{count} frames decoded where the file announces about {t}: it may be truncated"
+            ));
+        }
+    }
     Ok(report)
+}
+
+/// An error where `window` starts at or past the end of `source`: nothing would be restored.
+fn check_window(source: &Source, window: &source::Window) -> Result<()> {
+    let Some(start) = window.start else { return Ok(()) };
+    let end = match source {
+        Source::File { probe, .. } => probe.video.duration,
+        Source::Folder { files, .. } => Some(files.len() as f64),
+    };
+    match end {
+        Some(end) if start >= end => Err(Error::input(
+            source.path(),
+            format!("nothing in the window asked for: it starts at {start}, and the input ends at {end}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The first pass of shot priors: every frame's cut score and CPEN features, the shots, and each shot's
@@ -381,7 +436,7 @@ fn analyse(
     total: Option<usize>,
     on_frame: &(dyn Fn(FrameProgress) + Sync),
 ) -> Result<Vec<Shot>> {
-    let mut frames = source.frames(&opts.window, pipeline.options().max_pixels)?;
+    let frames = Decoding::start(source.frames(&opts.window, pipeline.options().max_pixels)?);
     let mut scores = vec![];
     let mut features: Vec<PooledFeatures> = vec![];
     let mut previous: Option<shots::Thumb> = None;
@@ -390,10 +445,7 @@ fn analyse(
             .cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     };
-    while let Some(picture) = frames.next_frame()? {
-        if cancel() {
-            return Err(Error::Cancelled);
-        }
+    while let Some(picture) = frames.next(&cancel)? {
         let thumb = shots::Thumb::of(&picture.rgb);
         scores.push(previous.as_ref().map_or(0.0, |p| thumb.score(p)));
         previous = Some(thumb);
@@ -429,4 +481,49 @@ fn analyse(
         });
     }
     Ok(out)
+}
+
+/// A source's frames decoded on a thread of their own, at most QUEUE ahead: the restore waits for the next
+/// one while hearing Ctrl-C, and a decoder that stalls is killed when the restore stops early (dropped).
+struct Decoding {
+    frames: std::sync::mpsc::Receiver<Result<crate::image_io::Picture>>,
+    killer: Option<tools::Killer>,
+}
+
+impl Decoding {
+    fn start(mut frames: source::Frames) -> Decoding {
+        let killer = frames.killer();
+        let (tx, rx) = sync_channel(QUEUE);
+        // The decoder stops at the end, at its first error (sent on), or once nobody listens.
+        std::thread::spawn(move || {
+            while let Some(item) = frames.next_frame().transpose() {
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Decoding { frames: rx, killer }
+    }
+
+    /// The next frame (None at the end), or [`Error::Cancelled`] once `cancelled` says so.
+    fn next(&self, cancelled: &dyn Fn() -> bool) -> Result<Option<crate::image_io::Picture>> {
+        loop {
+            match self.frames.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(item) => return item.map(Some),
+                Err(RecvTimeoutError::Timeout) if cancelled() => return Err(Error::Cancelled),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        // A decoder still running is not waited for: killed, its thread ends and reaps it.
+        if let Some(k) = &self.killer {
+            k.kill();
+        }
+    }
 }

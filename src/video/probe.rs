@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::tools::Tool;
+use super::tools::{file_arg, Tool};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +20,7 @@ struct ProbeJson {
 #[derive(Debug, Deserialize)]
 struct FormatJson {
     format_name: Option<String>,
+    duration: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +123,9 @@ pub struct VideoInfo {
     /// Display rotation in degrees (counter-clockwise, as ffprobe reports it): ffmpeg decodes frames
     /// upright, so the restored frames need no rotation flag.
     pub rotation: i64,
+    /// The packets' timestamps are unevenly spaced (read from the file: Matroska reports the same base and
+    /// average rate for a variable frame rate).
+    pub uneven: bool,
 }
 
 impl VideoInfo {
@@ -134,9 +138,10 @@ impl VideoInfo {
         }
     }
 
-    /// Whether timestamps are not at a constant rate (the average rate differs from the base rate).
+    /// Whether timestamps are not at a constant rate: the packets' spacing varies, or the average rate
+    /// differs from the base rate.
     pub fn variable_rate(&self) -> bool {
-        self.avg_rate.is_some_and(|a| a != self.rate)
+        self.uneven || self.avg_rate.is_some_and(|a| a != self.rate)
     }
 }
 
@@ -158,17 +163,90 @@ fn known(v: &Option<String>) -> Option<String> {
 /// Probe `path`: an input error when ffprobe cannot read it (not a media file, truncated) or it has no
 /// video stream.
 pub fn probe(path: &Path) -> Result<Probe> {
+    let file = file_arg(path);
     let args = [
         OsStr::new("-show_streams"),
         OsStr::new("-show_format"),
         OsStr::new("-of"),
         OsStr::new("json"),
-        path.as_os_str(),
+        file.as_os_str(),
     ];
-    let json = Tool::Ffprobe.output(args, |line| {
+    let json = Tool::Ffprobe.output(args, Some(PROBE_LIMIT), |line| {
         Error::input(path, format!("ffprobe cannot read it: {line}"))
     })?;
-    parse(path, &json)
+    let mut probe = parse(path, &json)?;
+    probe.video.uneven = uneven(&packet_times(path, probe.video.index)?);
+    Ok(probe)
+}
+
+/// Packets read to tell a variable frame rate.
+const RATE_PACKETS: usize = 2000;
+
+/// The presentation timestamps of the first packets of stream `index`, in its time base (demuxed, not
+/// decoded).
+fn packet_times(path: &Path, index: usize) -> Result<Vec<i64>> {
+    let file = file_arg(path);
+    let stream = index.to_string();
+    let interval = format!("%+#{RATE_PACKETS}");
+    let args = [
+        OsStr::new("-select_streams"),
+        OsStr::new(&stream),
+        OsStr::new("-read_intervals"),
+        OsStr::new(&interval),
+        OsStr::new("-show_entries"),
+        OsStr::new("packet=pts"),
+        OsStr::new("-of"),
+        OsStr::new("csv=p=0"),
+        file.as_os_str(),
+    ];
+    let out = Tool::Ffprobe.output(args, Some(PROBE_LIMIT), |line| {
+        Error::input(path, format!("ffprobe cannot read its packets: {line}"))
+    })?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<i64>().ok())
+        .collect())
+}
+
+/// Whether timestamps (in any order) are unevenly spaced: the gaps between neighbours differ by more than a
+/// tick and 1 % of the mean gap (a time base in milliseconds rounds 24 fps to gaps of 41 and 42).
+fn uneven(times: &[i64]) -> bool {
+    let mut t = times.to_vec();
+    t.sort_unstable();
+    t.dedup();
+    let gaps: Vec<i64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    let (Some(lo), Some(hi)) = (gaps.iter().min(), gaps.iter().max()) else {
+        return false;
+    };
+    let mean = gaps.iter().sum::<i64>() as f64 / gaps.len() as f64;
+    (hi - lo) as f64 > 1.0 + 0.01 * mean
+}
+
+/// How long reading a file's streams may take: a regular file answers in well under a second.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The packets of `path`'s first video stream, counted by demuxing it (no decoding): what a written file
+/// really holds, whatever the encoder's exit status said.
+pub fn video_packets(path: &Path) -> Result<u64> {
+    let file = file_arg(path);
+    let args = [
+        OsStr::new("-select_streams"),
+        OsStr::new("v:0"),
+        OsStr::new("-count_packets"),
+        OsStr::new("-show_entries"),
+        OsStr::new("stream=nb_read_packets"),
+        OsStr::new("-of"),
+        OsStr::new("csv=p=0"),
+        file.as_os_str(),
+    ];
+    let out = Tool::Ffprobe.output(args, None, |line| {
+        Error::input(path, format!("ffprobe cannot read it: {line}"))
+    })?;
+    String::from_utf8_lossy(&out)
+        .trim()
+        .trim_end_matches(',')
+        .parse()
+        .map_err(|_| Error::input(path, "ffprobe finds no video stream in it"))
 }
 
 /// ffprobe's JSON for `path`.
@@ -212,12 +290,18 @@ fn parse(path: &Path, json: &[u8]) -> Result<Probe> {
         avg_rate: v.avg_frame_rate.as_deref().and_then(Rational::parse),
         time_base: v.time_base.as_deref().and_then(Rational::parse),
         frames: v.nb_frames.as_deref().and_then(|n| n.parse().ok()).filter(|n| *n > 0),
-        duration: v.duration.as_deref().and_then(|d| d.parse().ok()),
+        // Matroska gives the duration of the file only.
+        duration: v
+            .duration
+            .as_deref()
+            .or(p.format.as_ref().and_then(|f| f.duration.as_deref()))
+            .and_then(|d| d.parse().ok()),
         range: known(&v.color_range),
         matrix: known(&v.color_space),
         transfer: known(&v.color_transfer),
         primaries: known(&v.color_primaries),
         rotation,
+        uneven: false,
     };
     let others = p
         .streams
@@ -279,6 +363,11 @@ mod tests {
         assert!(p.video.deep);
         assert_eq!(p.video.rate, Rational { num: 30000, den: 1001 });
         assert!(!p.video.variable_rate());
+        // Packet spacing: 24 fps in milliseconds (41/42) is even, B-frame order is no matter, a gap is not.
+        assert!(!uneven(&[0, 42, 83, 125, 167, 208, 250]));
+        assert!(!uneven(&[0, 83, 42, 167, 125]));
+        assert!(uneven(&[0, 42, 83, 383, 425]));
+        assert!(!uneven(&[]) && !uneven(&[5]));
         assert_eq!(p.video.frames, Some(300));
         assert_eq!(p.video.rotation, -90);
         assert_eq!(p.video.upright_size(), (1920, 1080));

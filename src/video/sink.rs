@@ -29,6 +29,8 @@ pub enum Sink {
         output: PathBuf,
         /// 16-bit frames.
         deep: bool,
+        /// Frames written.
+        written: u64,
     },
     /// PNG files in a folder.
     Folder {
@@ -76,6 +78,7 @@ impl Sink {
             script,
             output: output.to_path_buf(),
             deep: t.deep,
+            written: 0,
         })
     }
 
@@ -106,7 +109,14 @@ impl Sink {
     /// Write the next frame.
     pub fn write(&mut self, image: &Image, quantize: Quantize) -> Result<()> {
         match self {
-            Sink::Encoder { child, stdin, deep, .. } => {
+            Sink::Encoder {
+                child,
+                stdin,
+                deep,
+                written,
+                ..
+            } => {
+                *written += 1;
                 let carry = Carry::default();
                 let bytes: Vec<u8> = if *deep {
                     image_io::to_samples::<u16>(image, &carry, quantize)?
@@ -141,8 +151,9 @@ impl Sink {
         }
     }
 
-    /// Finish: wait for the encoder, then give the output its name (replacing an existing one only with
-    /// `overwrite`). Dropped unfinished, a sink leaves nothing behind.
+    /// Finish: wait for the encoder, check what it wrote, then give the output its name (replacing an existing
+    /// file only with `overwrite`; into an existing folder, with `overwrite`, only the frame files written
+    /// replace theirs, and nothing else there is touched). Dropped unfinished, a sink leaves nothing behind.
     pub fn finish(self, overwrite: bool) -> Result<PathBuf> {
         match self {
             Sink::Encoder {
@@ -150,22 +161,53 @@ impl Sink {
                 stdin,
                 temp,
                 output,
+                written,
                 ..
             } => {
                 drop(stdin);
                 child.finish("the encoder failed")?;
+                // ffmpeg exits 0 after a failed write (a full disk): what the file holds is read back.
+                let unreadable = |why: String| {
+                    Tool::Ffmpeg.failed(&format!(
+                        "{}: the file it wrote is incomplete ({why}; is the disk full?); nothing was written",
+                        crate::names::escaped(&output)
+                    ))
+                };
+                match super::probe::video_packets(temp.path()) {
+                    Ok(n) if n == written => {}
+                    Ok(n) => return Err(unreadable(format!("{n} of {written} frames"))),
+                    Err(Error::Cancelled) => return Err(Error::Cancelled),
+                    Err(e) => return Err(unreadable(e.to_string())),
+                }
                 image_io::persist(temp, &output, overwrite)?;
                 Ok(output)
             }
             Sink::Folder { temp, output, .. } => {
-                if output.exists() {
-                    if !overwrite {
-                        return Err(Error::Exists { path: output });
-                    }
-                    std::fs::remove_dir_all(&output).map_err(|e| Error::io(&output, e))?;
+                if !output.exists() {
+                    std::fs::rename(temp.path(), &output).map_err(|e| Error::io(&output, e))?;
+                    let _ = temp.keep();
+                    return Ok(output);
                 }
-                std::fs::rename(temp.path(), &output).map_err(|e| Error::io(&output, e))?;
-                let _ = temp.keep();
+                if !overwrite {
+                    return Err(Error::Exists { path: output });
+                }
+                if !output.is_dir() {
+                    return Err(Error::input(
+                        &output,
+                        "it exists and is not a folder: frames go into a folder",
+                    ));
+                }
+                // An existing folder keeps everything but the frame files this run wrote, which replace
+                // their namesakes one by one.
+                let mut names: Vec<_> = std::fs::read_dir(temp.path())
+                    .map_err(|e| Error::io(temp.path(), e))?
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect();
+                names.sort();
+                for name in names {
+                    let to = output.join(&name);
+                    std::fs::rename(temp.path().join(&name), &to).map_err(|e| Error::io(&to, e))?;
+                }
                 Ok(output)
             }
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::probe::{Probe, Rational, VideoInfo};
-use super::tools::{last_line, Running, Tool};
+use super::tools::{file_arg, last_line, Running, Tool};
 use crate::error::{Error, Result};
 use crate::image_io::{self, Picture};
 
@@ -73,8 +73,13 @@ impl Source {
                 files,
             });
         }
-        if !path.exists() {
-            return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            // A FIFO or a device would keep the prober waiting for data that may never come.
+            return Err(Error::input(
+                path,
+                "not a regular file (a FIFO, socket or device): video is read from a file or a folder of frames",
+            ));
         }
         let probe = Box::new(super::probe::probe(path)?);
         Ok(Source::File {
@@ -128,7 +133,7 @@ impl Source {
                 let mut cmd = Tool::Ffmpeg.command()?;
                 cmd.args(window.args())
                     .arg("-i")
-                    .arg(path)
+                    .arg(file_arg(path))
                     .args(["-map", &format!("0:{}", probe.video.index)])
                     .args([
                         "-fps_mode",
@@ -181,6 +186,14 @@ pub enum Frames {
 }
 
 impl Frames {
+    /// What kills the decoder (where one runs) from another thread, so a read it blocks in ends.
+    pub fn killer(&self) -> Option<super::tools::Killer> {
+        match self {
+            Frames::Decoder(d) => Some(d.child.killer()),
+            Frames::Folder { .. } => None,
+        }
+    }
+
     /// The next frame: None at the end; an error naming the input for a truncated or undecodable one.
     pub fn next_frame(&mut self) -> Result<Option<Picture>> {
         match self {
@@ -260,8 +273,8 @@ pub fn frame_times(path: &Path, video: &VideoInfo, window: &Window) -> Result<Ve
         args.extend(["-read_intervals".into(), format!("{start}%{length}")]);
     }
     let mut cmd: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    cmd.push(path.as_os_str().to_owned());
-    let out = Tool::Ffprobe.output(cmd, |line| Tool::Ffprobe.failed(&line))?;
+    cmd.push(file_arg(path));
+    let out = Tool::Ffprobe.output(cmd, None, |line| Tool::Ffprobe.failed(&line))?;
     let tb = video.time_base.map_or(1.0 / 90000.0, |t| t.value());
     let end = window.duration.map_or(f64::INFINITY, |d| start + d);
     let mut times: Vec<i64> = String::from_utf8_lossy(&out)

@@ -1,12 +1,24 @@
 //! The system's ffmpeg and ffprobe as child processes: where they are ($DIFFIR_FFMPEG, $DIFFIR_FFPROBE,
 //! else the PATH), one line on how to install them when they are missing, and their last error line when
-//! they fail.
+//! they fail. Every path they are given goes through [`file_arg`], so a file name is never read as an
+//! option or a URL.
 
-use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::interrupt::ChildGroup;
+
+/// A path as ffmpeg's and ffprobe's argument for that file on disk and nothing else: with the `file:`
+/// protocol, a name that starts with `-` is no option, and `pipe:0.mp4`, `12:30.mp4` or `file:x.mp4` are
+/// the files of those names, not a pipe, a protocol or another file.
+pub fn file_arg(path: &Path) -> OsString {
+    let mut arg = OsString::from("file:");
+    arg.push(path.as_os_str());
+    arg
+}
 
 /// One of the two programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,22 +93,48 @@ impl Tool {
     }
 
     /// Run to the end with `args`, returning its standard output; where it fails, the error `failure` makes
-    /// of its last error line.
+    /// of its last error line. Past `limit` it is killed (an error saying so), and a Ctrl-C (see
+    /// `interrupt`) kills it too ([`Error::Cancelled`]).
     pub fn output<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(
         self,
         args: I,
+        limit: Option<Duration>,
         failure: impl FnOnce(String) -> Error,
     ) -> Result<Vec<u8>> {
-        let out = self
-            .command()?
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| self.failed(&format!("cannot start: {e}")))?;
-        if !out.status.success() {
-            return Err(failure(last_line(&out.stderr, &out.status.to_string())));
+        let mut command = self.command()?;
+        command.args(args);
+        let mut child = self.spawn(command, Stdio::null(), Stdio::piped())?;
+        let mut stdout = child.child.stdout.take().expect("piped");
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut out = vec![];
+            stdout.read_to_end(&mut out).map(|_| out)
+        });
+        let start = Instant::now();
+        loop {
+            if child.child.try_wait().ok().flatten().is_some() {
+                child.reaped();
+                break;
+            }
+            if crate::interrupt::interrupted() {
+                return Err(Error::Cancelled);
+            }
+            if let Some(limit) = limit.filter(|l| start.elapsed() > *l) {
+                return Err(failure(format!(
+                    "no answer within {} s (a FIFO, a device or a stalled network mount?)",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(out.stdout)
+        let out = reader
+            .join()
+            .map_err(|_| self.failed("its output reader panicked"))?
+            .map_err(|e| self.failed(&format!("reading its output: {e}")))?;
+        match child.wait_status()? {
+            (None, _) => Ok(out),
+            (Some(status), text) => Err(failure(last_line(&text, &status))),
+        }
     }
 
     /// The program failed: `msg` is what it said.
@@ -125,6 +163,28 @@ pub struct Running {
     tool: Tool,
     child: std::process::Child,
     errors: Option<std::thread::JoinHandle<Vec<u8>>>,
+    /// Its process group, registered for the second Ctrl-C until it is reaped.
+    group: Option<ChildGroup>,
+    /// Its pid until it is reaped (0 after), for [`Killer`].
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// Kills a running child from another thread (one blocked reading its output, say); nothing once the
+/// child was reaped.
+#[derive(Debug, Clone)]
+pub struct Killer(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Killer {
+    /// Kill it where it still runs.
+    pub fn kill(&self) {
+        let pid = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(pid @ 1..) = i32::try_from(pid) {
+            // SAFETY: a plain kill(2) of our own unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
 }
 
 impl Tool {
@@ -137,6 +197,8 @@ impl Tool {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| self.failed(&format!("cannot start: {e}")))?;
+        let pid = child.id();
+        let group = ChildGroup::register(pid);
         let stderr = child.stderr.take().expect("piped");
         let errors = std::thread::spawn(move || {
             use std::io::Read;
@@ -148,6 +210,8 @@ impl Tool {
             tool: self,
             child,
             errors: Some(errors),
+            group: Some(group),
+            pid: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(pid)),
         })
     }
 }
@@ -158,6 +222,17 @@ impl Running {
         self.child.stdin.take()
     }
 
+    /// What kills it from another thread.
+    pub fn killer(&self) -> Killer {
+        Killer(std::sync::Arc::clone(&self.pid))
+    }
+
+    /// It was reaped: its pid may be reused from now on.
+    fn reaped(&mut self) {
+        self.pid.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.group.take();
+    }
+
     /// Its standard output, where piped.
     pub fn stdout(&mut self) -> Option<&mut std::process::ChildStdout> {
         self.child.stdout.as_mut()
@@ -166,19 +241,24 @@ impl Running {
     /// Wait for it to end (its standard input closed first): Ok with what it printed on its error output
     /// where it succeeded, else an error with `what` and its last error line.
     pub fn finish(&mut self, what: &str) -> Result<Vec<u8>> {
+        match self.wait_status() {
+            Ok((None, text)) => Ok(text),
+            Ok((Some(status), text)) => Err(self.tool.failed(&format!("{what}: {}", last_line(&text, &status)))),
+            Err(e) => Err(self.tool.failed(&format!("{what}: {e}"))),
+        }
+    }
+
+    /// Wait for it to end (its standard input closed first): its exit status in words where it failed
+    /// (None where it succeeded), and what it printed on its error output.
+    fn wait_status(&mut self) -> Result<(Option<String>, Vec<u8>)> {
         self.child.stdin.take();
         let status = self
             .child
             .wait()
-            .map_err(|e| self.tool.failed(&format!("{what}: {e}")))?;
+            .map_err(|e| self.tool.failed(&format!("waiting for it: {e}")))?;
+        self.reaped();
         let text = self.errors.take().and_then(|t| t.join().ok()).unwrap_or_default();
-        if status.success() {
-            Ok(text)
-        } else {
-            Err(self
-                .tool
-                .failed(&format!("{what}: {}", last_line(&text, &status.to_string()))))
-        }
+        Ok(((!status.success()).then(|| status.to_string()), text))
     }
 }
 
@@ -189,5 +269,6 @@ impl Drop for Running {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+        self.reaped();
     }
 }

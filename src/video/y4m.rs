@@ -3,8 +3,10 @@
 //! matrix (`XCOLORMATRIX`, else guessed from the height) the header names. The stream syntax is the `y4m`
 //! crate's; the colour conversion is `yuv.rs`.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 
 use super::yuv::{self, Levels, Matrix, Planes, Subsampling};
 use crate::error::{Error, Result};
@@ -154,7 +156,27 @@ pub fn restore_stream(
     on_frame: &mut dyn FnMut(usize),
 ) -> Result<StreamReport> {
     let dash = Path::new("<y4m stream>");
-    let mut decoder = y4m::Decoder::new(input).map_err(|e| match e {
+    let cancelled = || {
+        control
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let mut input = input;
+    // The header is read and its size checked here first: the crate would size (and allocate) a frame
+    // from it, and a product past usize wraps there.
+    let header = read_header(&mut input).map_err(|e| match e {
+        _ if cancelled() => Error::Cancelled,
+        e => Error::io(dash, e),
+    })?;
+    let frame_bytes = check_header(&header, pipeline.options().max_pixels)?;
+    let read = Rc::new(Cell::new(0u64));
+    let counted = Counted {
+        inner: std::io::Cursor::new(header).chain(input),
+        read: Rc::clone(&read),
+    };
+    let limits = y4m::Limits { bytes: frame_bytes };
+    let mut decoder = y4m::Decoder::new_with_limits(counted, limits).map_err(|e| match e {
+        _ if cancelled() => Error::Cancelled,
         y4m::Error::EOF => stream_error("the stream is empty or ends inside its header"),
         y4m::Error::IoError(e) => Error::io(dash, e),
         other => stream_error(format!("not a YUV4MPEG2 stream: {other}")),
@@ -180,8 +202,19 @@ pub fn restore_stream(
     let mut encoder: Option<y4m::Encoder<_>> = None;
     let mut output = Some(output);
     loop {
+        let before = read.get();
         let frame = match decoder.read_frame() {
             Ok(f) => f,
+            Err(_) if cancelled() => return Err(Error::Cancelled),
+            // The crate reads an end inside a frame as the end of the stream: bytes read since the last
+            // frame tell the two apart.
+            Err(y4m::Error::EOF) if read.get() > before => {
+                return Err(stream_error(format!(
+                    "frame {} is truncated: the stream ends {} bytes into it (a frame is {frame_bytes} bytes)",
+                    report.frames + 1,
+                    read.get() - before
+                )))
+            }
             Err(y4m::Error::EOF) => break,
             Err(y4m::Error::IoError(e)) => return Err(Error::io(dash, e)),
             Err(e) => {
@@ -222,6 +255,60 @@ pub fn restore_stream(
         return Err(stream_error("the stream has a header but no frames"));
     }
     Ok(report)
+}
+
+/// The longest header line the crate reads (its own limit).
+const MAX_HEADER: usize = 1024;
+
+/// The stream's header line, its newline included, read a byte at a time (nothing past it is consumed).
+fn read_header(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut header = Vec::with_capacity(64);
+    let mut byte = [0u8];
+    while header.len() < MAX_HEADER {
+        if input.read(&mut byte)? == 0 {
+            break;
+        }
+        header.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    Ok(header)
+}
+
+/// The frame size in bytes of a header's W and H at up to 16 bits in 4:4:4 (an upper bound for every
+/// layout), after the size is checked against `max_pixels`. A header without a readable size is left to
+/// the crate to refuse.
+fn check_header(header: &[u8], max_pixels: u64) -> Result<usize> {
+    let field = |tag: u8| {
+        header
+            .trim_ascii_end()
+            .split(|&b| b == b' ')
+            .rfind(|f| f.first() == Some(&tag))
+            .and_then(|f| std::str::from_utf8(&f[1..]).ok()?.parse::<u64>().ok())
+    };
+    let (Some(w), Some(h)) = (field(b'W'), field(b'H')) else {
+        return Ok(usize::MAX);
+    };
+    crate::image_io::check_pixels(Path::new("<y4m stream>"), h, w, max_pixels)?;
+    w.checked_mul(h)
+        .and_then(|n| n.checked_mul(6))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| stream_error(format!("a {w}x{h} frame does not fit in memory")))
+}
+
+/// A reader that counts the bytes it gave.
+struct Counted<R> {
+    inner: R,
+    read: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
 }
 
 fn vendor(tag: Vec<u8>) -> Result<y4m::VendorExtensionString> {

@@ -19,3 +19,4 @@ mod server;
 mod tiling;
 mod triton;
 mod video;
+mod video_hostile;

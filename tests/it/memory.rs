@@ -180,3 +180,42 @@ fn sixteen_workers_share_one_copy_of_the_weights() {
         );
     }
 }
+
+/// One huge image (1×20,000,000 pixels, 25 KB as a PNG) between two small ones, under a 3 GB address-space
+/// limit (`ulimit -v`): its x4 result would need about 6 GB, so it is refused with the figures before
+/// anything is allocated, and the batch goes on with the next image (it aborted before).
+#[test]
+fn a_huge_image_is_refused_with_its_figures_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let small = crate::common::bundles_dir().join("sr_x4").join("input.png");
+    std::fs::copy(&small, inputs.join("a.png")).unwrap();
+    std::fs::copy(&small, inputs.join("c.png")).unwrap();
+    let huge = std::fs::File::create(inputs.join("b.png")).unwrap();
+    let mut png = png::Encoder::new(std::io::BufWriter::new(huge), 20_000_000, 1);
+    png.set_color(png::ColorType::Grayscale);
+    png.set_depth(png::BitDepth::Eight);
+    png.set_compression(png::Compression::Fast);
+    let mut writer = png.write_header().unwrap();
+    writer.write_image_data(&vec![0u8; 20_000_000]).unwrap();
+    writer.finish().unwrap();
+    let out = dir.path().join("out");
+    let model = crate::common::bundles_dir().join("sr_x4");
+    let script = format!(
+        "ulimit -v 3000000; exec '{}' restore '{}' -o '{}' -n '{}' --backend tract -q",
+        env!("CARGO_BIN_EXE_diffir"),
+        inputs.display(),
+        out.display(),
+        model.display()
+    );
+    let r = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("b.png") && err.contains("20000000x1 at x4 needs about"),
+        "{err}"
+    );
+    assert!(out.join("a.png").is_file() && out.join("c.png").is_file(), "{err}");
+    assert!(!out.join("b.png").exists());
+}

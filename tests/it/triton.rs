@@ -694,10 +694,29 @@ fn triton_repo_refuses_to_replace_models_without_overwrite_and_bad_names() {
         "{}",
         stderr(&o)
     );
+    // A version and a file of the user's in the model's folder survive --overwrite: only version 1's model
+    // and the config are replaced.
+    std::fs::create_dir_all(repo_dir.join("sr_x2_backbone/2")).unwrap();
+    std::fs::write(repo_dir.join("sr_x2_backbone/2/model.onnx"), b"v2").unwrap();
+    std::fs::write(repo_dir.join("sr_x2_backbone/NOTES.txt"), b"mine").unwrap();
     let o = run(&["--overwrite", "--tensorrt"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let config = std::fs::read_to_string(repo_dir.join("sr_x2_backbone/config.pbtxt")).unwrap();
     assert!(config.contains("tensorrt") && config.contains("KIND_GPU"), "{config}");
+    assert_eq!(
+        std::fs::read(repo_dir.join("sr_x2_backbone/2/model.onnx")).unwrap(),
+        b"v2"
+    );
+    assert_eq!(
+        std::fs::read(repo_dir.join("sr_x2_backbone/NOTES.txt")).unwrap(),
+        b"mine"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(repo_dir.join("sr_x2_backbone"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let o = run(&["--name", "a/b"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("'a/b'"), "{}", stderr(&o));

@@ -12,7 +12,7 @@ use diffir::{BackendKind, Bundle, Control, Pipeline, RestoreOptions};
 use crate::common::*;
 
 /// ffmpeg's folder on the PATH, or None where it is missing (a failure under CI=true).
-fn ffmpeg() -> Option<()> {
+pub(crate) fn ffmpeg() -> Option<()> {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .find(|d| d.join("ffmpeg").is_file() && d.join("ffprobe").is_file());
     match found {
@@ -21,7 +21,7 @@ fn ffmpeg() -> Option<()> {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
+pub(crate) fn run(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -32,14 +32,14 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 /// ffmpeg with `args` (words split at spaces, none of them holding one) and then `output`.
-fn ffmpeg_to(args: &str, output: &Path) -> Output {
+pub(crate) fn ffmpeg_to(args: &str, output: &Path) -> Output {
     let mut all: Vec<&str> = args.split_whitespace().collect();
     all.push(s(output));
     run("ffmpeg", &all)
 }
 
 /// `diffir video` with the x4 fixture model on tract, plus `args`.
-fn diffir_video(args: &[&str], envs: &[(&str, &str)]) -> Output {
+pub(crate) fn diffir_video(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let model = sr_x4();
     let mut all = vec!["video", "-n", &model, "--backend", "tract"];
     all.extend_from_slice(args);
@@ -47,7 +47,7 @@ fn diffir_video(args: &[&str], envs: &[(&str, &str)]) -> Output {
 }
 
 /// `diffir restore` of `input` into `output` with the x4 fixture model on tract, which must succeed.
-fn restore_x4(input: &Path, output: &Path) {
+pub(crate) fn restore_x4(input: &Path, output: &Path) {
     let r = diffir(
         &[
             "restore",
@@ -65,13 +65,13 @@ fn restore_x4(input: &Path, output: &Path) {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
 }
 
-fn sr_x4() -> String {
+pub(crate) fn sr_x4() -> String {
     bundles_dir().join("sr_x4").to_string_lossy().into_owned()
 }
 
 /// A 12-frame 64×48 clip at 24 fps, lossless RGB (FFV1) with 0.5 s of AAC audio; with `cut`, frames 6–11
 /// are another scene.
-fn clip(dir: &Path, cut: bool) -> PathBuf {
+pub(crate) fn clip(dir: &Path, cut: bool) -> PathBuf {
     let path = dir.join(if cut { "cut.mkv" } else { "clip.mkv" });
     let video = if cut {
         "testsrc2=s=64x48:r=24:d=0.25[a];smptebars=s=64x48:r=24:d=0.25[b];[a][b]concat=n=2[out0]"
@@ -89,7 +89,7 @@ fn clip(dir: &Path, cut: bool) -> PathBuf {
 }
 
 /// A temporary folder holding `clip(cut)`; None where ffmpeg is missing (a failure under CI=true).
-fn with_clip(cut: bool) -> Option<(tempfile::TempDir, PathBuf)> {
+pub(crate) fn with_clip(cut: bool) -> Option<(tempfile::TempDir, PathBuf)> {
     ffmpeg()?;
     let dir = tempfile::tempdir().unwrap();
     let input = clip(dir.path(), cut);
@@ -143,7 +143,7 @@ fn pixels(path: &Path) -> Vec<u8> {
         .into_raw()
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
@@ -386,7 +386,7 @@ fn bad_inputs_and_a_missing_ffmpeg_leave_nothing() {
 }
 
 /// Frame timestamps by ffprobe, in seconds.
-fn timestamps(path: &Path) -> Vec<String> {
+pub(crate) fn timestamps(path: &Path) -> Vec<String> {
     let out = run(
         "ffprobe",
         &[
@@ -408,30 +408,36 @@ fn timestamps(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A variable frame rate (a 0.3 s and a 0.1 s gap in a 24 fps clip) keeps every frame's timestamp.
+/// A variable frame rate (a 0.3 s and a 0.1 s gap in a 24 fps clip) keeps every frame's timestamp, in MP4
+/// and in Matroska (whose base and average rates ffprobe reports equal for it: the packets tell).
 #[test]
 fn variable_frame_rates_keep_every_timestamp() {
     let Some(()) = ffmpeg() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("vfr.mp4");
-    ffmpeg_to(
-        "-v error -f lavfi -i testsrc2=s=64x48:r=24:d=1 \
-         -vf setpts='(N/24+if(gt(N,10),0.3,0)+if(gt(N,17),0.1,0))/TB' \
-         -fps_mode passthrough -c:v libx264 -pix_fmt yuv420p",
-        &input,
-    );
-    let out = dir.path().join("out.mkv");
-    let r = diffir_video(&[s(&input), "-o", s(&out)], &[]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(r.status.success(), "{err}");
-    assert!(err.contains("variable frame rate: 24 frame timestamps kept"), "{err}");
-    let (want, got) = (timestamps(&input), timestamps(&out));
-    assert_eq!(want.len(), 24);
-    let secs = |v: &[String]| v.iter().map(|t| t.parse::<f64>().unwrap()).collect::<Vec<_>>();
-    for (w, g) in secs(&want).iter().zip(secs(&got)) {
-        assert!((w - g).abs() < 0.0015, "{want:?}\n{got:?}");
+    for container in ["mp4", "mkv"] {
+        let input = dir.path().join(format!("vfr.{container}"));
+        ffmpeg_to(
+            "-v error -f lavfi -i testsrc2=s=64x48:r=24:d=1 \
+             -vf setpts='(N/24+if(gt(N,10),0.3,0)+if(gt(N,17),0.1,0))/TB' \
+             -fps_mode passthrough -c:v libx264 -pix_fmt yuv420p",
+            &input,
+        );
+        let out = dir.path().join(format!("out-{container}.mkv"));
+        let r = diffir_video(&[s(&input), "-o", s(&out)], &[]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{container}: {err}");
+        assert!(
+            err.contains("variable frame rate: 24 frame timestamps kept"),
+            "{container}: {err}"
+        );
+        let (want, got) = (timestamps(&input), timestamps(&out));
+        assert_eq!(want.len(), 24, "{container}");
+        let secs = |v: &[String]| v.iter().map(|t| t.parse::<f64>().unwrap()).collect::<Vec<_>>();
+        for (w, g) in secs(&want).iter().zip(secs(&got)) {
+            assert!((w - g).abs() < 0.0015, "{container}: {want:?}\n{got:?}");
+        }
+        assert_eq!(got.len(), 24, "{container}");
     }
-    assert_eq!(got.len(), 24);
 }
 
 /// A folder of frames becomes a video at --fps; a finished output is skipped with --skip-existing and
