@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from abuse_video import batch_and_repo_cases, video_cases
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,6 +199,18 @@ def main() -> int:
             code, _ = infer({"inputs": [image_input, image_input]})
             return str(code), code == 400
 
+        @case("KServe tile as a string, an unknown requested output", "200 (as a seed string is); 400 naming it")
+        def _():
+            a, _ = infer({"inputs": [image_input], "parameters": {"tile": "64", "seed": "3"}})
+            b, out = infer({"inputs": [image_input], "outputs": [{"name": "mask"}]})
+            return f"{a}, {b}", a == 200 and b == 400 and b"unknown output 'mask'" in out
+
+        @case("Expect: 100-continue with a bad query", "400 at once, no 100 Continue first")
+        def _():
+            head = post("/v1/models/sr/restore?tile=abc", 1000, extra="Expect: 100-continue\r\n")
+            code = request(srv, head)[0]
+            return str(code), code == 400
+
         @case("KServe binary data extension", "400 naming it")
         def _():
             code, out = infer({"inputs": [{**image_input, "parameters": {"binary_data_size": 3}}]})
@@ -334,6 +347,9 @@ def main() -> int:
                 timeout=30,
             )
             return f"exit {p.returncode}", p.returncode == 2 and "1 to 65535" in p.stderr
+
+        video_cases(case, args.binary, args.bundle, tmp)
+        batch_and_repo_cases(case, args.binary, args.bundle, tmp)
 
     print("| case | expected | got | ms | |")
     print("|---|---|---|---|---|")

@@ -243,7 +243,8 @@ step "containers: the cpu and cuda images, built from the debug binary and run"
 # How often the heavy crates were compiled in this run (check and build: twice each on a fresh clone).
 step "compiled units of the heavy crates"
 for crate in tract-core tract-onnx ort image tokio; do
-  n=$({ find target/debug/.fingerprint -mindepth 1 -maxdepth 1 -name "$crate-*" 2>/dev/null || true; } | wc -l)
+  n=$({ find target/debug/.fingerprint -mindepth 1 -maxdepth 1 -regextype posix-extended \
+    -regex ".*/$crate-[0-9a-f]{16}" 2>/dev/null || true; } | wc -l)
   echo "$crate: $n units"
   if [ "$UNITS_AT_START" = 0 ] && [ "$n" -gt 2 ]; then
     echo "error: $crate was compiled $n times on a fresh clone (at most twice: checked and built); see scripts/feature_sets.py" >&2

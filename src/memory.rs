@@ -74,10 +74,14 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// A byte count in MiB, or GiB from 1 GiB on.
+/// A byte count in MiB, GiB from 1 GiB on, and bytes or KiB below 1 MiB (a limit of 1 is no "0 MiB").
 pub fn size(bytes: f64) -> String {
     if bytes >= (1u64 << 30) as f64 {
         format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+    } else if bytes < 1024.0 {
+        format!("{bytes:.0} B")
+    } else if bytes < (1u64 << 20) as f64 {
+        format!("{:.0} KiB", bytes / 1024.0)
     } else {
         format!("{:.0} MiB", bytes / (1u64 << 20) as f64)
     }

@@ -132,7 +132,10 @@ pub fn run_video(args: &VideoArgs) -> Result<VideoDone> {
     if args.output.exists() && args.skip_existing {
         return Ok(VideoDone::Skipped);
     }
-    video::check_output(&args.input, &args.output, args.overwrite)?;
+    if video::check_output(&args.input, &args.output, args.overwrite)?.is_some() {
+        // The encoder, for frames read from a folder too: missing, it is told before the model loads.
+        video::tools::Tool::Ffmpeg.path()?;
+    }
     if args.input.as_os_str() == "-" {
         return Err(Error::Usage(
             "diffir video reads a file or a folder; for a YUV4MPEG2 pipe use diffir restore - -o - --format y4m".into(),

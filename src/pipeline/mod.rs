@@ -305,6 +305,8 @@ impl Pipeline {
     ) -> Result<Vec<String>> {
         let format = crate::image_io::OutputFormat::from_path(output)?;
         if let Some((h, w)) = crate::image_io::dimensions(input) {
+            // The size limit first (the user's own words), then what memory allows.
+            crate::image_io::check_pixels(input, h, w, self.options.max_pixels)?;
             self.check_room(input, h, w, finish)?;
         }
         let picture = crate::image_io::read_picture(input, self.options.max_pixels)?;

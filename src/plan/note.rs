@@ -205,7 +205,14 @@ impl PlanNote {
     pub fn in_summary(&self) -> bool {
         matches!(
             self,
-            PlanNote::ThreadsClamped { .. } | PlanNote::WorkersClamped { .. } | PlanNote::Replanned { .. }
+            PlanNote::ThreadsClamped { .. }
+                | PlanNote::WorkersClamped { .. }
+                | PlanNote::Replanned { .. }
+                // A memory limit of the user's that cannot be held is said without -v.
+                | PlanNote::UnderOneWorker {
+                    budget: Budget::MaxMemory(_),
+                    ..
+                }
         )
     }
 }
@@ -248,6 +255,15 @@ mod tests {
         assert!(b.to_string().starts_with("max_memory 1.0 GiB fits 3"));
         assert_eq!(Words::Flags.option("tile_batch"), "--tile-batch");
         assert!(n.in_summary() && !b.in_summary());
+        let under = |budget| PlanNote::UnderOneWorker {
+            budget,
+            per_worker: 3e9,
+            fixed: 3e6,
+        };
+        assert!(under(Budget::MaxMemory(1)).in_summary() && !under(Budget::Available(1 << 30)).in_summary());
+        assert!(under(Budget::MaxMemory(1))
+            .to_string()
+            .starts_with("max_memory 1 B is less than one worker"));
         assert_eq!(joined(&[], Words::Flags), None);
         assert_eq!(
             joined(&[PlanNote::RepositoryTile, n], Words::Options).unwrap(),

@@ -42,7 +42,15 @@ pub struct InferRequest {
     #[serde(default)]
     pub parameters: Option<InferParameters>,
     pub inputs: Vec<RequestInput>,
-    // `outputs` (which outputs to return) is not read: there is one output, and serde skips the field.
+    /// The outputs asked for: there is one, `output`; another name is refused.
+    #[serde(default)]
+    pub outputs: Vec<RequestedOutput>,
+}
+
+/// One requested output: its name (its parameters are not read).
+#[derive(Debug, Deserialize)]
+pub struct RequestedOutput {
+    pub name: String,
 }
 
 /// Request-level parameters: the same options as the v1 query string.
@@ -52,6 +60,7 @@ pub struct InferParameters {
     #[serde(default, deserialize_with = "super::query::seed")]
     pub seed: Option<u64>,
     pub format: Option<String>,
+    #[serde(default, deserialize_with = "super::query::tile")]
     pub tile: Option<usize>,
     /// The binary data extension's parameter: present only to be refused by name.
     pub binary_data_output: Option<serde_json::Value>,
@@ -110,6 +119,17 @@ pub fn metadata(name: &str, inpainting: bool) -> ModelMetadata {
 }
 
 impl InferRequest {
+    /// An error naming the first requested output that is not `output`.
+    pub fn check_outputs(&self) -> Result<(), String> {
+        match self.outputs.iter().find(|o| o.name != "output") {
+            Some(o) => Err(format!(
+                "unknown output '{}' (outputs: output)",
+                crate::names::escaped_text(&o.name)
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The decoded `image` (and `mask`, for inpainting) inputs; each name at most once, no other inputs.
     pub fn images(&self, inpainting: bool) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         let allowed: &[&str] = if inpainting { &["image", "mask"] } else { &["image"] };
@@ -250,6 +270,7 @@ async fn infer_inner(
     let req: InferRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("not an inference request: {e}")))?;
     let inpainting = model.pipeline.bundle().task() == Task::Inpaint;
+    req.check_outputs().map_err(ApiError::bad_request)?;
     let (image, mask) = req.images(inpainting).map_err(ApiError::bad_request)?;
     let params = req.parameters.unwrap_or_default();
     if params.binary_data_output.is_some() {

@@ -10,6 +10,7 @@ pub struct RestoreQuery {
     #[serde(default, deserialize_with = "seed")]
     pub seed: Option<u64>,
     pub format: Option<String>,
+    #[serde(default, deserialize_with = "tile")]
     pub tile: Option<usize>,
 }
 
@@ -55,9 +56,91 @@ pub fn seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     d.deserialize_option(Seed)
 }
 
+/// A tile size: a JSON integer or a number in a string (as seeds are taken), within usize; the range the
+/// model takes is checked with the other options.
+pub fn tile<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct Tile;
+    impl<'de> serde::de::Visitor<'de> for Tile {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a tile size: a whole number of pixels")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Tile)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            usize::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format!("tile {v} is out of range")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("tile {v} is not a whole number of pixels")))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Err(E::custom(format!("tile {v} is not a whole number of pixels")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim().parse::<usize>().map(Some).map_err(|_| {
+                E::custom(format!(
+                    "tile '{}' is not a whole number of pixels",
+                    crate::names::escaped_text(v)
+                ))
+            })
+        }
+    }
+    d.deserialize_option(Tile)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tile is taken as a seed is: a JSON integer or a number in a string, in the query string too.
+    #[test]
+    fn tiles_are_whole_numbers_as_integers_or_strings() {
+        let json = |s: &str| {
+            serde_json::from_str::<RestoreQuery>(s)
+                .map(|q| q.tile)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(json(r#"{"tile": 64}"#), Ok(Some(64)));
+        assert_eq!(json(r#"{"tile": "64"}"#), Ok(Some(64)));
+        assert_eq!(json(r#"{"tile": null}"#), Ok(None));
+        for bad in ["-1", "1.5", "\"6x\""] {
+            let e = json(&format!(r#"{{"tile": {bad}}}"#)).unwrap_err();
+            assert!(e.contains("whole number of pixels"), "{bad}: {e}");
+        }
+        let params: crate::serve::kserve::InferParameters =
+            serde_json::from_str(r#"{"tile": "64", "seed": "7"}"#).unwrap();
+        assert_eq!((params.tile, params.seed), (Some(64), Some(7)));
+        let uri: axum::http::Uri = "/x?tile=96".parse().unwrap();
+        assert_eq!(
+            axum::extract::Query::<RestoreQuery>::try_from_uri(&uri).unwrap().0.tile,
+            Some(96)
+        );
+    }
+
+    /// A KServe request that asks for an output other than `output` is refused by name.
+    #[test]
+    fn unknown_requested_outputs_are_refused_by_name() {
+        let req = |outputs: &str| -> crate::serve::kserve::InferRequest {
+            serde_json::from_str(&format!(r#"{{"inputs": [], "outputs": {outputs}}}"#)).unwrap()
+        };
+        assert_eq!(req(r#"[{"name": "output"}]"#).check_outputs(), Ok(()));
+        assert_eq!(req("[]").check_outputs(), Ok(()));
+        let e = req(r#"[{"name": "output"}, {"name": "mask"}]"#)
+            .check_outputs()
+            .unwrap_err();
+        assert_eq!(e, "unknown output 'mask' (outputs: output)");
+    }
 
     #[test]
     fn seeds_are_integers_in_range_in_json_and_query_strings() {

@@ -140,11 +140,11 @@ pub(super) fn why_tract(fallback: &Option<String>) -> &str {
     fallback.as_deref().unwrap_or("requested")
 }
 
-/// Where the full report is, in the face's words: the command line's `-v`, the library's
-/// [`StartReport::line`].
+/// Where the full report is, in the face's words: the command line's `-v`, the library's full start report
+/// ([`StartReport::line`]; no Rust name in a text Python and HTTP users read).
 fn details(words: Words) -> &'static str {
     match words {
-        Words::Options => "StartReport::line",
+        Words::Options => "the full start report",
         Words::Flags => "-v",
     }
 }
@@ -215,7 +215,7 @@ mod tests {
             .ends_with("(onnxruntime not found; -v says where it was looked for)"));
         assert!(fell_back
             .summary(Words::Options)
-            .ends_with("(onnxruntime not found; StartReport::line says where it was looked for)"));
+            .ends_with("(onnxruntime not found; the full start report says where it was looked for)"));
         assert!(fell_back.line(Words::Flags).ends_with("(onnxruntime unavailable: x)"));
         let asked = StartReport::new(RunsOn::Tract, "tract".into(), plan(vec![]));
         assert_eq!(asked.summary(Words::Flags), format!("backend: tract [{p}]"));

@@ -81,6 +81,9 @@ impl Source {
                 "not a regular file (a FIFO, socket or device): video is read from a file or a folder of frames",
             ));
         }
+        // Both programs are needed to decode it: a missing one is told before anything starts.
+        Tool::Ffprobe.path()?;
+        Tool::Ffmpeg.path()?;
         let probe = Box::new(super::probe::probe(path)?);
         Ok(Source::File {
             path: path.to_path_buf(),
@@ -283,6 +286,18 @@ pub fn frame_times(path: &Path, video: &VideoInfo, window: &Window) -> Result<Ve
         .filter(|&t| (t as f64 * tb) >= start - 1e-6 && (t as f64 * tb) < end - 1e-6)
         .collect();
     times.sort_unstable();
+    // Two frames at one time cannot both be written at their times: said now, not after every frame.
+    if let Some(k) = times.windows(2).position(|w| w[0] == w[1]) {
+        return Err(Error::input(
+            path,
+            format!(
+                "frames {} and {} have the same timestamp ({} in the stream's time base): a variable frame rate needs distinct ones",
+                k + 1,
+                k + 2,
+                times[k]
+            ),
+        ));
+    }
     let first = times.first().copied().unwrap_or(0);
     Ok(times.into_iter().map(|t| t - first).collect())
 }
