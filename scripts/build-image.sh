@@ -62,7 +62,15 @@ wheel() {
   local found
   found=$(ls "$CACHE"/"$name"-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$found" ]; then
-    "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: -d "$CACHE" "$spec" >&2
+    # A download that arrives damaged (pip checks each wheel's hash) is tried again, up to three times.
+    local try
+    for try in 1 2 3; do
+      "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary :all: -d "$CACHE" "$spec" >&2 \
+        && break
+      [ "$try" = 3 ] && { echo "error: could not download $spec" >&2; return 1; }
+      echo "retrying the download of $spec" >&2
+      sleep 5
+    done
     found=$(ls "$CACHE"/"$name"-*.whl | head -1)
   fi
   echo "$found"

@@ -129,7 +129,9 @@ export PYTHON="$PY"
 
 python_packages() {
   echo "installing the exporter and its test dependencies"
-  "$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]"
+  # A wheel that arrives damaged (pip checks its hash) is fetched again once.
+  "$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]" \
+    || { echo "retrying the install"; sleep 5; "$PY" -m pip install --quiet --disable-pip-version-check -e "export[test]"; }
   echo "installing the onnxruntime library, its OpenVINO and WebGPU plugins, and lavapipe for WebGPU"
   scripts/install-onnxruntime.sh --openvino --webgpu --lavapipe
 }
