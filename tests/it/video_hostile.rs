@@ -278,6 +278,15 @@ fn durations_and_max_pixels_are_checked_before_decoding() {
     }
     let r = diffir_video(&[s(&input), "-o", s(&out), "--max-pixels", "1000", "-q"], &[]);
     refused(&r, "64x48 is 3072 pixels, over the limit of 1000");
+    // A start past the end says so (it said "no frames could be decoded").
+    let r = diffir_video(&[s(&input), "-o", s(&out), "--start", "5", "-q"], &[]);
+    refused(&r, "nothing in the window asked for: it starts at 5");
+    // A missing ffmpeg is told before the model is read (the model named here does not exist).
+    let r = diffir(
+        &["video", s(&input), "-o", s(&out), "-n", "/nonexistent/model", "-q"],
+        &[("DIFFIR_FFMPEG", "/nonexistent/ffmpeg")],
+    );
+    refused(&r, "ffmpeg: $DIFFIR_FFMPEG names /nonexistent/ffmpeg, which is not a file");
     assert!(!out.exists());
 }
 
