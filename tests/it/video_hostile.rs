@@ -286,7 +286,10 @@ fn durations_and_max_pixels_are_checked_before_decoding() {
         &["video", s(&input), "-o", s(&out), "-n", "/nonexistent/model", "-q"],
         &[("DIFFIR_FFMPEG", "/nonexistent/ffmpeg")],
     );
-    refused(&r, "ffmpeg: $DIFFIR_FFMPEG names /nonexistent/ffmpeg, which is not a file");
+    refused(
+        &r,
+        "ffmpeg: $DIFFIR_FFMPEG names /nonexistent/ffmpeg, which is not a file",
+    );
     assert!(!out.exists());
 }
 
