@@ -305,3 +305,29 @@ async fn infer_inner(
 /// The refusal of KServe's binary data extension, by name.
 const BINARY_UNSUPPORTED: &str = "the KServe binary data extension (Inference-Header-Content-Length, \
 binary_data_size, binary_data_output) is not supported: send each BYTES element base64-encoded in the JSON";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// KServe parameters take a tile as a string as they take a seed.
+    #[test]
+    fn parameters_take_a_tile_and_a_seed_as_strings() {
+        let params: InferParameters = serde_json::from_str(r#"{"tile": "64", "seed": "7"}"#).unwrap();
+        assert_eq!((params.tile, params.seed), (Some(64), Some(7)));
+    }
+
+    /// A KServe request that asks for an output other than `output` is refused by name.
+    #[test]
+    fn unknown_requested_outputs_are_refused_by_name() {
+        let req = |outputs: &str| -> InferRequest {
+            serde_json::from_str(&format!(r#"{{"inputs": [], "outputs": {outputs}}}"#)).unwrap()
+        };
+        assert_eq!(req(r#"[{"name": "output"}]"#).check_outputs(), Ok(()));
+        assert_eq!(req("[]").check_outputs(), Ok(()));
+        let e = req(r#"[{"name": "output"}, {"name": "mask"}]"#)
+            .check_outputs()
+            .unwrap_err();
+        assert_eq!(e, "unknown output 'mask' (outputs: output)");
+    }
+}

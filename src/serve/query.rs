@@ -18,85 +18,69 @@ const SEED_RANGE: &str = "an integer from 0 to 18446744073709551615";
 
 /// A seed: a JSON integer, or a query-string number, within u64.
 pub fn seed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    struct Seed;
-    impl<'de> serde::de::Visitor<'de> for Seed {
-        type Value = Option<u64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(f, "a seed: {SEED_RANGE}")
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(Seed)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("seed {v} is out of range: a seed is {SEED_RANGE}")))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!(
-                "seed {v} is not an integer in range: a seed is {SEED_RANGE}"
-            )))
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| E::custom(format!("seed '{}' is not {SEED_RANGE}", crate::names::escaped_text(v))))
-        }
-    }
-    d.deserialize_option(Seed)
+    d.deserialize_option(Whole {
+        what: "seed",
+        range: SEED_RANGE,
+        to: |v| Some(v),
+    })
 }
 
 /// A tile size: a JSON integer or a number in a string (as seeds are taken), within usize; the range the
 /// model takes is checked with the other options.
 pub fn tile<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-    struct Tile;
-    impl<'de> serde::de::Visitor<'de> for Tile {
-        type Value = Option<usize>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(f, "a tile size: a whole number of pixels")
-        }
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(Tile)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            usize::try_from(v)
-                .map(Some)
-                .map_err(|_| E::custom(format!("tile {v} is out of range")))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            u64::try_from(v)
-                .map_err(|_| E::custom(format!("tile {v} is not a whole number of pixels")))
-                .and_then(|v| self.visit_u64(v))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(E::custom(format!("tile {v} is not a whole number of pixels")))
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            v.trim().parse::<usize>().map(Some).map_err(|_| {
-                E::custom(format!(
-                    "tile '{}' is not a whole number of pixels",
-                    crate::names::escaped_text(v)
-                ))
-            })
+    d.deserialize_option(Whole {
+        what: "tile",
+        range: "a whole number of pixels",
+        to: |v| usize::try_from(v).ok(),
+    })
+}
+
+/// A whole number given as a JSON integer or as text (a query string, a string parameter): `what` names it
+/// in errors, `range` says what it must be, `to` narrows a u64 (None: out of range). Never a float.
+struct Whole<T> {
+    what: &'static str,
+    range: &'static str,
+    to: fn(u64) -> Option<T>,
+}
+
+impl<T> Whole<T> {
+    fn refuse<E: serde::de::Error>(&self, v: impl std::fmt::Display) -> E {
+        E::custom(format!("{} {v} is not {}", self.what, self.range))
+    }
+}
+
+impl<'de, T> serde::de::Visitor<'de> for Whole<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a {}: {}", self.what, self.range)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        (self.to)(v).map(Some).ok_or_else(|| self.refuse(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(self.refuse(v)),
         }
     }
-    d.deserialize_option(Tile)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Err(self.refuse(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        match v.trim().parse::<u64>() {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(self.refuse(format_args!("'{}'", crate::names::escaped_text(v)))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,28 +102,11 @@ mod tests {
             let e = json(&format!(r#"{{"tile": {bad}}}"#)).unwrap_err();
             assert!(e.contains("whole number of pixels"), "{bad}: {e}");
         }
-        let params: crate::serve::kserve::InferParameters =
-            serde_json::from_str(r#"{"tile": "64", "seed": "7"}"#).unwrap();
-        assert_eq!((params.tile, params.seed), (Some(64), Some(7)));
         let uri: axum::http::Uri = "/x?tile=96".parse().unwrap();
         assert_eq!(
             axum::extract::Query::<RestoreQuery>::try_from_uri(&uri).unwrap().0.tile,
             Some(96)
         );
-    }
-
-    /// A KServe request that asks for an output other than `output` is refused by name.
-    #[test]
-    fn unknown_requested_outputs_are_refused_by_name() {
-        let req = |outputs: &str| -> crate::serve::kserve::InferRequest {
-            serde_json::from_str(&format!(r#"{{"inputs": [], "outputs": {outputs}}}"#)).unwrap()
-        };
-        assert_eq!(req(r#"[{"name": "output"}]"#).check_outputs(), Ok(()));
-        assert_eq!(req("[]").check_outputs(), Ok(()));
-        let e = req(r#"[{"name": "output"}, {"name": "mask"}]"#)
-            .check_outputs()
-            .unwrap_err();
-        assert_eq!(e, "unknown output 'mask' (outputs: output)");
     }
 
     #[test]
