@@ -31,6 +31,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def interrupt(proc: subprocess.Popen) -> int | None:
+    """Send one SIGINT; the exit code within 10 s, else None (the process is killed)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+
+
 def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
     if shutil.which("ffmpeg") is None:
         if os.environ.get("CI") == "true":
@@ -120,11 +130,8 @@ def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
         while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        code = interrupt(proc)
+        if code is None:
             return "still running 10 s after Ctrl-C", False
         pid = int(pid_file.read_text())
         deadline = time.monotonic() + 5
@@ -179,15 +186,9 @@ def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
         proc.stdin.write(stream[: header + 1000])
         proc.stdin.flush()
         time.sleep(1.5)
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return "still running 10 s after Ctrl-C", False
-        finally:
-            proc.stdin.close()
-        return f"exit {code}", code == 130
+        code = interrupt(proc)
+        proc.stdin.close()
+        return ("still running 10 s after Ctrl-C" if code is None else f"exit {code}"), code == 130
 
 
 def batch_and_repo_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:

@@ -162,6 +162,13 @@ fn file_names_are_files_never_options_or_urls() {
     assert!(logs.is_empty(), "{logs:?}");
 }
 
+/// `head` with the x4 fixture model on tract, quiet.
+fn on_x4<'a>(head: &[&'a str], model: &'a str) -> Vec<&'a str> {
+    let mut args = head.to_vec();
+    args.extend(["-n", model, "--backend", "tract", "-q"]);
+    args
+}
+
 fn spawn_diffir(args: &[&str], stdin: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_diffir"))
         .args(args)
@@ -204,20 +211,8 @@ fn fifos_and_stalled_decoders_end_at_the_first_ctrl_c_with_no_child_left() {
     let d = dir.path();
     let fifo = d.join("pipe.mp4");
     run("mkfifo", &[s(&fifo)]);
-    let child = spawn_diffir(
-        &[
-            "video",
-            s(&fifo),
-            "-o",
-            s(&d.join("o.mp4")),
-            "-n",
-            &sr_x4(),
-            "--backend",
-            "tract",
-            "-q",
-        ],
-        Stdio::null(),
-    );
+    let (model, out) = (sr_x4(), d.join("o.mp4"));
+    let child = spawn_diffir(&on_x4(&["video", s(&fifo), "-o", s(&out)], &model), Stdio::null());
     refused(&finished_within(child, 30, "a FIFO input"), "not a regular file");
     // A decoder that prints nothing and never ends: it records its pid, then sleeps.
     let pid_file = d.join("decoder.pid");
@@ -229,20 +224,10 @@ fn fifos_and_stalled_decoders_end_at_the_first_ctrl_c_with_no_child_left() {
     .unwrap();
     run("chmod", &["+x", s(&fake)]);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_diffir"));
-    cmd.args([
-        "video",
-        s(&input),
-        "-o",
-        s(&d.join("o.mp4")),
-        "-n",
-        &sr_x4(),
-        "--backend",
-        "tract",
-        "-q",
-    ])
-    .env("DIFFIR_FFMPEG", &fake)
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(on_x4(&["video", s(&input), "-o", s(&out)], &model))
+        .env("DIFFIR_FFMPEG", &fake)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let start = Instant::now();
     while !pid_file.is_file() || std::fs::read_to_string(&pid_file).unwrap().trim().is_empty() {
@@ -304,19 +289,7 @@ fn y4m_stream(input: &Path) -> Vec<u8> {
 
 fn y4m_restore(stdin: &[u8], extra: &[&str]) -> Output {
     let model = sr_x4();
-    let mut args = vec![
-        "restore",
-        "-",
-        "-o",
-        "-",
-        "--format",
-        "y4m",
-        "-n",
-        &model,
-        "--backend",
-        "tract",
-        "-q",
-    ];
+    let mut args = on_x4(&["restore", "-", "-o", "-", "--format", "y4m"], &model);
     args.extend_from_slice(extra);
     let mut child = spawn_diffir(&args, Stdio::piped());
     let mut pipe = child.stdin.take().unwrap();
@@ -362,20 +335,9 @@ fn ctrl_c_stops_a_y4m_run_blocked_on_a_stalled_pipe() {
     let Some((_dir, input)) = with_clip(false) else { return };
     let stream = y4m_stream(&input);
     let header = stream.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let model = sr_x4();
     let mut child = spawn_diffir(
-        &[
-            "restore",
-            "-",
-            "-o",
-            "-",
-            "--format",
-            "y4m",
-            "-n",
-            &sr_x4(),
-            "--backend",
-            "tract",
-            "-q",
-        ],
+        &on_x4(&["restore", "-", "-o", "-", "--format", "y4m"], &model),
         Stdio::piped(),
     );
     // The header and half a frame, then nothing, with the pipe kept open.
