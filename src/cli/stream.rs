@@ -93,6 +93,8 @@ pub(super) fn restore_stream(
             (None, None) => unreachable!("checked above"),
         };
         target.check_can_hold(output.as_deref().unwrap_or(dash), picture.alpha.is_some())?;
+        let (h, w) = (picture.rgb.height as u64, picture.rgb.width as u64);
+        pipeline.check_room(&label, h, w, args.finish())?;
         let control = Control {
             cancel: Some(crate::interrupt::install()),
             ..Control::default()

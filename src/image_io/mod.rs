@@ -282,8 +282,10 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
         ));
     };
     let mut limits = image::Limits::default();
-    // 16 bytes per pixel covers every decoded layout (RGBA f32).
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    // 16 bytes per pixel covers every decoded layout (RGBA f32); never more than the process can still
+    // allocate, so a decode that would not fit is an error for that image, not an abort of the process.
+    let room = crate::memory::room().unwrap_or(u64::MAX);
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20).min(room));
     reader.limits(limits);
     let bad = |e: image::ImageError| Error::input(label, format!("cannot decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(bad)?;

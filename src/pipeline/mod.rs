@@ -320,15 +320,15 @@ impl Pipeline {
     /// An error naming the figures where an `h`×`w` input's buffers (decoded, as floats, the result and its
     /// encoding) and the memory budget would not fit in what the process may still allocate: that image is
     /// refused before anything is allocated, and a batch goes on (an allocation that fails aborts).
-    fn check_room(&self, input: &Path, h: u64, w: u64, finish: Finish) -> Result<()> {
+    pub(crate) fn check_room(&self, input: &Path, h: u64, w: u64, finish: Finish) -> Result<()> {
         let Some(room) = crate::memory::room() else {
             return Ok(());
         };
         let scale = finish.outscale.unwrap_or(0.0).max(self.bundle.scale() as f64);
         let pixels = (h as f64) * (w as f64);
-        // Decoded (up to 8 bytes a pixel) and as floats with alpha (16); the result as floats (12) and its
-        // samples for the encoder (up to 6).
-        let need = pixels * 24.0 + pixels * scale * scale * 18.0 + self.options.max_memory.unwrap_or(0) as f64;
+        // Decoded (up to 8 bytes a pixel), its RGBA copy (up to 8) and as floats with alpha (16); the result
+        // as floats (12) and its samples for the encoder (up to 6).
+        let need = pixels * 32.0 + pixels * scale * scale * 18.0 + self.options.max_memory.unwrap_or(0) as f64;
         if need > room as f64 {
             return Err(Error::TooLarge {
                 path: input.into(),

@@ -218,4 +218,17 @@ fn a_huge_image_is_refused_with_its_figures_and_the_batch_goes_on() {
     );
     assert!(out.join("a.png").is_file() && out.join("c.png").is_file(), "{err}");
     assert!(!out.join("b.png").exists());
+    // The same image on standard input: refused with its figures, never an abort.
+    let script = format!(
+        "ulimit -v 3000000; exec '{}' restore - -o '{}' -n '{}' --backend tract -q < '{}'",
+        env!("CARGO_BIN_EXE_diffir"),
+        dir.path().join("piped.png").display(),
+        model.display(),
+        inputs.join("b.png").display()
+    );
+    let r = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(matches!(r.status.code(), Some(1 | 2)), "{:?}: {err}", r.status);
+    assert!(err.contains("20000000x1 at x4 needs about"), "{err}");
+    assert!(!dir.path().join("piped.png").exists());
 }
