@@ -155,6 +155,16 @@ def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
         p = run([binary, "video", "-n", bundle, "--backend", "tract", str(vfr), "-o", str(d / "vfr-out.mkv")])
         return f"exit {p.returncode}", p.returncode == 0 and b"variable frame rate: 24 frame timestamps" in p.stderr
 
+    @case("two frames at one timestamp", "refused before the restore, naming them (exit 2)")
+    def _():
+        dup = d / "dup.mkv"
+        run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=0.5", "-vf"]
+            + ["setpts='(N+if(eq(N,5),-1,0))/24/TB'", "-fps_mode", "passthrough", "-c:v", "ffv1", str(dup)]
+        )
+        p = video(str(dup), "-o", str(d / "dup-out.mkv"))
+        return f"exit {p.returncode}", one_line(p) and b"frames 5 and 6 have the same timestamp" in p.stderr
+
     stream = run(
         ["ffmpeg", "-v", "error", "-i", str(clip), "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p", "-frames:v", "4", "-"]
     ).stdout

@@ -278,6 +278,24 @@ fn durations_and_max_pixels_are_checked_before_decoding() {
     assert!(!out.exists());
 }
 
+/// Two frames at one timestamp are refused once the timestamps are read (before the frames are restored),
+/// naming the frames.
+#[test]
+fn duplicate_timestamps_are_refused_before_the_restore() {
+    let Some(()) = ffmpeg() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("dup.mkv");
+    ffmpeg_to(
+        "-v error -f lavfi -i testsrc2=s=64x48:r=24:d=0.5 \
+         -vf setpts='(N+if(eq(N,5),-1,0))/24/TB' -fps_mode passthrough -c:v ffv1",
+        &input,
+    );
+    let out = dir.path().join("o.mkv");
+    let r = diffir_video(&[s(&input), "-o", s(&out), "-q"], &[]);
+    refused(&r, "frames 5 and 6 have the same timestamp");
+    assert!(!out.exists());
+}
+
 /// A YUV4MPEG2 stream of `frames` 64×48 4:2:0 frames from the clip.
 fn y4m_stream(input: &Path) -> Vec<u8> {
     ffmpeg_to(
