@@ -218,6 +218,16 @@ def batch_and_repo_cases(case: Case, binary: str, bundle: str, tmp: Path) -> Non
         ok = p.returncode == 1 and b"needs about" in p.stderr and (out / "a.png").exists() and (out / "c.png").exists()
         return f"exit {p.returncode}", ok
 
+    @case("--tile 99999999, --max-memory 1", "restored; the summary says one worker cannot fit (no -v)")
+    def _():
+        small = Path(bundle) / "input.png"
+        ok = True
+        for extra in (["--tile", "99999999"], ["--max-memory", "1"]):
+            cmd = [binary, "restore", str(small), "-o", str(tmp / "t.png"), "-n", bundle, "--backend", "tract"]
+            p = run([*cmd, *extra, "--overwrite"])
+            ok = ok and p.returncode == 0 and b"is less than one worker needs" in p.stderr.split(b"\n")[0]
+        return ("said" if ok else "not said"), ok
+
     @case("triton-repo --overwrite over a model with version 2", "version 1 and the config replaced, 2 kept")
     def _():
         repo = tmp / "repo"

@@ -232,3 +232,23 @@ fn a_huge_image_is_refused_with_its_figures_and_the_batch_goes_on() {
     assert!(err.contains("20000000x1 at x4 needs about"), "{err}");
     assert!(!dir.path().join("piped.png").exists());
 }
+
+/// A tile of 99999999 and a memory limit of 1 byte are said in the summary line (without -v): what one
+/// worker would need against the budget, and that one worker runs anyway.
+#[test]
+fn a_budget_that_cannot_hold_one_worker_is_said_without_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::common::bundles_dir().join("sr_x4").join("input.png");
+    for extra in [&["--tile", "99999999"][..], &["--max-memory", "1"][..]] {
+        let out = dir.path().join("o.png");
+        let r = crate::common::restore_on_tract(&input, &out, &[extra, &["--overwrite"]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{extra:?}: {err}");
+        let line = err.lines().next().unwrap_or_default();
+        assert!(line.contains("is less than one worker needs"), "{extra:?}: {line}");
+        assert!(line.contains("using 1 worker"), "{extra:?}: {line}");
+    }
+    let out = dir.path().join("o.png");
+    let r = crate::common::restore_on_tract(&input, &out, &["--max-memory", "1", "--overwrite"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("max-memory 1 B is less"));
+}
