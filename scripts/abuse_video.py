@@ -61,6 +61,15 @@ def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
         cmd = [binary, "restore", "-", "-o", "-", "--format", "y4m", *model, *a]
         return subprocess.run(cmd, input=stdin, capture_output=True, timeout=120, check=False)
 
+    def timed_clip(name: str, setpts: str, codec: str) -> Path:
+        """A second of 64x48 frames at 24 fps with the timestamps `setpts` gives them."""
+        path = d / name
+        run(
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=1", "-vf", f"setpts='{setpts}'"]
+            + ["-fps_mode", "passthrough", "-c:v", codec, str(path)]
+        )
+        return path
+
     (d / "notes.txt").write_text("mine")
     clip_bytes = clip.read_bytes()
 
@@ -147,21 +156,13 @@ def video_cases(case: Case, binary: str, bundle: str, tmp: Path) -> None:
 
     @case("VFR in Matroska", "every timestamp kept (a note)")
     def _():
-        vfr = d / "vfr.mkv"
-        run(
-            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=1", "-vf"]
-            + ["setpts='(N/24+if(gt(N,10),0.3,0))/TB'", "-fps_mode", "passthrough", "-c:v", "libx264", str(vfr)]
-        )
+        vfr = timed_clip("vfr.mkv", "(N/24+if(gt(N,10),0.3,0))/TB", "libx264")
         p = run([binary, "video", "-n", bundle, "--backend", "tract", str(vfr), "-o", str(d / "vfr-out.mkv")])
         return f"exit {p.returncode}", p.returncode == 0 and b"variable frame rate: 24 frame timestamps" in p.stderr
 
     @case("two frames at one timestamp", "refused before the restore, naming them (exit 2)")
     def _():
-        dup = d / "dup.mkv"
-        run(
-            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x48:r=24:d=0.5", "-vf"]
-            + ["setpts='(N+if(eq(N,5),-1,0))/24/TB'", "-fps_mode", "passthrough", "-c:v", "ffv1", str(dup)]
-        )
+        dup = timed_clip("dup.mkv", "(N+if(eq(N,5),-1,0))/24/TB", "ffv1")
         p = video(str(dup), "-o", str(d / "dup-out.mkv"))
         return f"exit {p.returncode}", one_line(p) and b"frames 5 and 6 have the same timestamp" in p.stderr
 

@@ -94,12 +94,12 @@ declare -A JOBS
 background() {
   local name="$1"
   shift
+  # The subshell keeps errexit (set -e above), so the job stops at its first failing command with that
+  # status; its time is written on the way out.
   (
     t0=$(date +%s)
-    rc=0
-    (set -e; "$@") >"$LOGS/$name.log" 2>&1 || rc=$?
-    echo "$(($(date +%s) - t0))" >"$LOGS/$name.secs"
-    exit $rc
+    trap 'echo "$(($(date +%s) - t0))" >"$LOGS/$name.secs"' EXIT
+    "$@" >"$LOGS/$name.log" 2>&1
   ) &
   JOBS[$name]=$!
 }

@@ -4,13 +4,7 @@
 /// Memory available to this process, in bytes: the kernel's MemAvailable, lowered to the room left under a
 /// cgroup v2 limit where there is one. None where neither can be read.
 pub fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let available = meminfo.as_deref().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    });
+    let available = kib_field("/proc/meminfo", "MemAvailable:");
     let read = |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{f}")).ok();
     let cgroup = match (read("memory.max"), read("memory.current")) {
         (Some(max), Some(cur)) => match (max.trim().parse::<u64>(), cur.trim().parse::<u64>()) {
@@ -36,18 +30,21 @@ pub fn room() -> Option<u64> {
     let address_space = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0
         && limit.rlim_cur != libc::RLIM_INFINITY)
         .then(|| {
-            let used = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmSize:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                    .map(|kb| kb * 1024)
-            });
-            limit.rlim_cur.saturating_sub(used.unwrap_or(0))
+            let used = kib_field("/proc/self/status", "VmSize:").unwrap_or(0);
+            limit.rlim_cur.saturating_sub(used)
         });
     match (available_memory(), address_space) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// The bytes of a `KEY: N kB` line of a /proc file, where it can be read.
+fn kib_field(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let value = text.lines().find_map(|l| l.strip_prefix(key))?;
+    let kib = value.trim().trim_end_matches("kB").trim().parse::<u64>().ok()?;
+    Some(kib * 1024)
 }
 
 /// A byte count as `--max-memory` takes it: a number with an optional unit, K/M/G/T (also KiB… and

@@ -355,6 +355,20 @@ pub(crate) fn temp_file_beside(path: &Path, suffix: &str) -> Result<tempfile::Na
     Ok(tmp)
 }
 
+/// A hidden folder of a new, unique name in `dir` (`prefix`…`suffix`), with a folder's usual permissions
+/// (0777 less the umask) rather than a temporary folder's 0700; removed when dropped unless kept. What a run
+/// writes in it is renamed into place once whole, so only folders this program created are ever removed.
+pub(crate) fn temp_dir_in(dir: &Path, prefix: &str, suffix: &str) -> Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o777));
+    }
+    builder.tempdir_in(dir).map_err(|e| Error::io(dir, e))
+}
+
 /// Give a finished temporary file its name: synced, then renamed (never over an existing file unless
 /// `overwrite`, which is then [`Error::Exists`]).
 pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path, overwrite: bool) -> Result<()> {

@@ -103,6 +103,13 @@ pub struct Control<'a> {
     pub prior: Option<&'a [f32]>,
 }
 
+impl Control<'_> {
+    /// Whether the cancel flag is set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 /// What happens to a restored picture before it is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Finish {

@@ -232,16 +232,17 @@ pub fn write(bundle: &Bundle, out: &Path, opts: &RepoOptions) -> Result<Vec<Path
             written.push(dir);
             continue;
         }
-        // Written under a temporary name and renamed, so a failure leaves no half-written model.
-        let tmp = out.join(format!(".{name}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let version = tmp.join("1");
+        // Written in a folder of a new, unique name and renamed, so a failure leaves no half-written model
+        // (the folder is removed when dropped unrenamed; nothing of the user's is ever removed).
+        let tmp = crate::image_io::temp_dir_in(out, &format!(".{name}."), ".partial")?;
+        let version = tmp.path().join("1");
         std::fs::create_dir_all(&version).map_err(|e| Error::io(&version, e))?;
         let model = version.join("model.onnx");
         std::fs::write(&model, onnx).map_err(|e| Error::io(&model, e))?;
-        let cfg = tmp.join("config.pbtxt");
+        let cfg = tmp.path().join("config.pbtxt");
         std::fs::write(&cfg, config).map_err(|e| Error::io(&cfg, e))?;
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::rename(tmp.path(), &dir).map_err(|e| Error::io(&dir, e))?;
+        let _ = tmp.keep();
         written.push(dir);
     }
     Ok(written)

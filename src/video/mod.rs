@@ -228,19 +228,13 @@ pub fn restore_source(
     }
     check_window(source, &opts.window)?;
     let mut total = source.expected_frames(&opts.window);
-    let announced = total;
     if opts.prior == PriorMode::Shot {
         report.shots = analyse(pipeline, source, opts, control, total, on_frame)?;
         total = Some(report.shots.iter().map(|s| s.frames).sum());
     }
-    let cancelled = || {
-        control
-            .cancel
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-    };
     let frames = Decoding::start(source.frames(&opts.window, max_pixels)?);
     // The first frame decides the output's size and depth.
-    let Some(first) = frames.next(&cancelled)? else {
+    let Some(first) = frames.next(control)? else {
         return Err(Error::input(input, "it has no frames in the window asked for"));
     };
     let deep = first.depth == Depth::Sixteen;
@@ -335,7 +329,7 @@ pub fn restore_source(
         });
         let mut done = 1;
         let mut failure = None;
-        while let Some(picture) = frames.next(&cancelled).transpose() {
+        while let Some(picture) = frames.next(control).transpose() {
             let result = picture.and_then(|p| {
                 if (p.rgb.height, p.rgb.width) != (first.rgb.height, first.rgb.width) {
                     return Err(Error::input(
@@ -399,14 +393,6 @@ pub fn restore_source(
         Ok(done)
     })?;
     report.frames = count;
-    if let (Source::File { .. }, Some(t)) = (source, announced) {
-        // A container cut short (an MPEG-TS) ends cleanly early: the frames it announced tell.
-        if count + 1 < t {
-            report.notes.push(format!(
-                "{count} frames decoded where the file announces about {t}: it may be truncated"
-            ));
-        }
-    }
     Ok(report)
 }
 
@@ -440,12 +426,7 @@ fn analyse(
     let mut scores = vec![];
     let mut features: Vec<PooledFeatures> = vec![];
     let mut previous: Option<shots::Thumb> = None;
-    let cancel = || {
-        control
-            .cancel
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-    };
-    while let Some(picture) = frames.next(&cancel)? {
+    while let Some(picture) = frames.next(control)? {
         let thumb = shots::Thumb::of(&picture.rgb);
         scores.push(previous.as_ref().map_or(0.0, |p| thumb.score(p)));
         previous = Some(thumb);
@@ -506,12 +487,12 @@ impl Decoding {
         Decoding { frames: rx, killer }
     }
 
-    /// The next frame (None at the end), or [`Error::Cancelled`] once `cancelled` says so.
-    fn next(&self, cancelled: &dyn Fn() -> bool) -> Result<Option<crate::image_io::Picture>> {
+    /// The next frame (None at the end), or [`Error::Cancelled`] once `control` is cancelled.
+    fn next(&self, control: &Control<'_>) -> Result<Option<crate::image_io::Picture>> {
         loop {
             match self.frames.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(item) => return item.map(Some),
-                Err(RecvTimeoutError::Timeout) if cancelled() => return Err(Error::Cancelled),
+                Err(RecvTimeoutError::Timeout) if control.cancelled() => return Err(Error::Cancelled),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(None),
             }

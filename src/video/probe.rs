@@ -2,7 +2,7 @@
 //! rotation) and the other streams to copy. ffprobe's JSON is read with serde; unknown fields are
 //! ignored since ffprobe adds fields from version to version.
 
-use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -163,20 +163,32 @@ fn known(v: &Option<String>) -> Option<String> {
 /// Probe `path`: an input error when ffprobe cannot read it (not a media file, truncated) or it has no
 /// video stream.
 pub fn probe(path: &Path) -> Result<Probe> {
-    let file = file_arg(path);
-    let args = [
-        OsStr::new("-show_streams"),
-        OsStr::new("-show_format"),
-        OsStr::new("-of"),
-        OsStr::new("json"),
-        file.as_os_str(),
-    ];
-    let json = Tool::Ffprobe.output(args, Some(PROBE_LIMIT), |line| {
-        Error::input(path, format!("ffprobe cannot read it: {line}"))
-    })?;
+    let json = ffprobe(
+        path,
+        &["-show_streams", "-show_format", "-of", "json"],
+        Some(PROBE_LIMIT),
+    )?;
     let mut probe = parse(path, &json)?;
     probe.video.uneven = uneven(&packet_times(path, probe.video.index)?);
     Ok(probe)
+}
+
+/// ffprobe's standard output for the file `path` with `args` before it; past `limit` it is killed. A
+/// failure is an input error naming the file, with ffprobe's last line.
+pub fn ffprobe(path: &Path, args: &[&str], limit: Option<std::time::Duration>) -> Result<Vec<u8>> {
+    let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+    all.push(file_arg(path));
+    Tool::Ffprobe.output(all, limit, |line| {
+        Error::input(path, format!("ffprobe cannot read it: {line}"))
+    })
+}
+
+/// The integers of ffprobe's `csv=p=0` output, one a line (lines without one are skipped).
+pub fn csv_integers(out: &[u8]) -> Vec<i64> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<i64>().ok())
+        .collect()
 }
 
 /// Packets read to tell a variable frame rate.
@@ -185,27 +197,17 @@ const RATE_PACKETS: usize = 2000;
 /// The presentation timestamps of the first packets of stream `index`, in its time base (demuxed, not
 /// decoded).
 fn packet_times(path: &Path, index: usize) -> Result<Vec<i64>> {
-    let file = file_arg(path);
-    let stream = index.to_string();
-    let interval = format!("%+#{RATE_PACKETS}");
+    let (stream, interval) = (index.to_string(), format!("%+#{RATE_PACKETS}"));
     let args = [
-        OsStr::new("-select_streams"),
-        OsStr::new(&stream),
-        OsStr::new("-read_intervals"),
-        OsStr::new(&interval),
-        OsStr::new("-show_entries"),
-        OsStr::new("packet=pts"),
-        OsStr::new("-of"),
-        OsStr::new("csv=p=0"),
-        file.as_os_str(),
+        "-select_streams",
+        &stream,
+        "-read_intervals",
+        &interval,
+        "-show_entries",
+        "packet=pts",
     ];
-    let out = Tool::Ffprobe.output(args, Some(PROBE_LIMIT), |line| {
-        Error::input(path, format!("ffprobe cannot read its packets: {line}"))
-    })?;
-    Ok(String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse::<i64>().ok())
-        .collect())
+    let out = ffprobe(path, &[&args[..], &["-of", "csv=p=0"]].concat(), Some(PROBE_LIMIT))?;
+    Ok(csv_integers(&out))
 }
 
 /// Whether timestamps (in any order) are unevenly spaced: the gaps between neighbours differ by more than a
@@ -228,25 +230,16 @@ const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// The packets of `path`'s first video stream, counted by demuxing it (no decoding): what a written file
 /// really holds, whatever the encoder's exit status said.
 pub fn video_packets(path: &Path) -> Result<u64> {
-    let file = file_arg(path);
     let args = [
-        OsStr::new("-select_streams"),
-        OsStr::new("v:0"),
-        OsStr::new("-count_packets"),
-        OsStr::new("-show_entries"),
-        OsStr::new("stream=nb_read_packets"),
-        OsStr::new("-of"),
-        OsStr::new("csv=p=0"),
-        file.as_os_str(),
+        "-select_streams",
+        "v:0",
+        "-count_packets",
+        "-show_entries",
+        "stream=nb_read_packets",
     ];
-    let out = Tool::Ffprobe.output(args, None, |line| {
-        Error::input(path, format!("ffprobe cannot read it: {line}"))
-    })?;
-    String::from_utf8_lossy(&out)
-        .trim()
-        .trim_end_matches(',')
-        .parse()
-        .map_err(|_| Error::input(path, "ffprobe finds no video stream in it"))
+    let out = ffprobe(path, &[&args[..], &["-of", "csv=p=0"]].concat(), None)?;
+    let count = csv_integers(&out).first().and_then(|&n| u64::try_from(n).ok());
+    count.ok_or_else(|| Error::input(path, "ffprobe finds no video stream in it"))
 }
 
 /// ffprobe's JSON for `path`.

@@ -89,15 +89,7 @@ impl Sink {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".diffir-").suffix(".partial");
-        // A folder's usual permissions (0777 less the umask) rather than a temporary folder's 0700.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o777));
-        }
-        let temp = builder.tempdir_in(&dir).map_err(|e| Error::io(&dir, e))?;
+        let temp = image_io::temp_dir_in(&dir, ".diffir-", ".partial")?;
         Ok(Sink::Folder {
             temp,
             output: output.to_path_buf(),

@@ -263,26 +263,26 @@ pub fn folder_rate(fps: Option<Rational>) -> Rational {
 /// frame.
 pub fn frame_times(path: &Path, video: &VideoInfo, window: &Window) -> Result<Vec<i64>> {
     let start = window.start.unwrap_or(0.0);
-    let mut args: Vec<String> = vec![
-        "-select_streams".into(),
-        video.index.to_string(),
-        "-show_entries".into(),
-        "frame=best_effort_timestamp".into(),
-        "-of".into(),
-        "csv=p=0".into(),
+    let stream = video.index.to_string();
+    let mut args = vec![
+        "-select_streams",
+        &stream,
+        "-show_entries",
+        "frame=best_effort_timestamp",
+        "-of",
+        "csv=p=0",
     ];
+    let interval;
     if window.start.is_some() || window.duration.is_some() {
         let length = window.duration.map(|d| format!("+{d}")).unwrap_or_default();
-        args.extend(["-read_intervals".into(), format!("{start}%{length}")]);
+        interval = format!("{start}%{length}");
+        args.extend(["-read_intervals", &interval]);
     }
-    let mut cmd: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-    cmd.push(file_arg(path));
-    let out = Tool::Ffprobe.output(cmd, None, |line| Tool::Ffprobe.failed(&line))?;
+    let out = super::probe::ffprobe(path, &args, None)?;
     let tb = video.time_base.map_or(1.0 / 90000.0, |t| t.value());
     let end = window.duration.map_or(f64::INFINITY, |d| start + d);
-    let mut times: Vec<i64> = String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| l.trim().trim_end_matches(',').parse::<i64>().ok())
+    let mut times: Vec<i64> = super::probe::csv_integers(&out)
+        .into_iter()
         .filter(|&t| (t as f64 * tb) >= start - 1e-6 && (t as f64 * tb) < end - 1e-6)
         .collect();
     times.sort_unstable();

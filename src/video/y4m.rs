@@ -156,11 +156,7 @@ pub fn restore_stream(
     on_frame: &mut dyn FnMut(usize),
 ) -> Result<StreamReport> {
     let dash = Path::new("<y4m stream>");
-    let cancelled = || {
-        control
-            .cancel
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
-    };
+    let cancelled = || control.cancelled();
     let mut input = input;
     // The header is read and its size checked here first: the crate would size (and allocate) a frame
     // from it, and a product past usize wraps there.
